@@ -1,0 +1,47 @@
+"""The `sweep` command. Each subcommand lives in its own module with `add_arguments` and `command`;
+this file only routes, and turns user errors into one line on stderr with exit code 2."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# subcommand -> (module, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("sweep.commands.run", "run one config or a grid locally: sweep run [hydra overrides...]"),
+    "submit": ("sweep.commands.submit", "submit a grid to SLURM through submitit and return"),
+    "status": ("sweep.commands.status", "counts by state and a text phase diagram of a sweep"),
+    "aggregate": ("sweep.commands.aggregate", "records -> summary.parquet and traces.parquet"),
+    "plot": ("sweep.commands.plot", "phase-diagram heatmaps and trajectories of a sweep"),
+    "figures": ("sweep.commands.figures", "regenerate a paper figure: sweep figures NAME"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sweep", description="Learning-rate warmup phase diagrams (Hydra + JAX + SLURM)."
+    )
+    sub = parser.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
+    for name, (module, help_text) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module)
+        importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from sweep.errors import UserError, format_user_error
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(importlib.import_module(args._module).command(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted; finished runs are kept, a re-run resumes", file=sys.stderr)
+        return 130
+    except UserError as exc:  # one line, no traceback
+        print(f"error: {format_user_error(exc)}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

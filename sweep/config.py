@@ -1,0 +1,369 @@
+"""Structured configs: the schema of every key a user can set or sweep.
+
+The dataclasses are registered in Hydra's ConfigStore so a typo, a wrong type or an
+unknown group option fails at composition, before any compute. Value checks that a type
+cannot express (negative learning rate, warmup 0) live in `validate`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+class ConfigError(ValueError):
+    """A user error in the configuration; the CLI prints it as one line."""
+
+
+class Loss(str, Enum):
+    mse = "mse"
+    xent = "xent"
+
+
+class Decay(str, Enum):
+    none = "none"
+    cosine = "cosine"
+
+
+class LrUnit(str, Enum):
+    absolute = "absolute"
+    sharpness = "sharpness"
+
+
+# ----------------------------------------------------------------------------- models
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+
+
+@dataclass
+class FCNConfig(ModelConfig):
+    """FCN-d-n: `depth` dense layers (the last is the readout), hidden width `width`."""
+
+    name: str = "fcn"
+    depth: int = 4
+    width: int = 512
+    activation: str = "relu"
+    use_bias: bool = True
+
+
+@dataclass
+class WRNConfig(ModelConfig):
+    """WRN-d-k with LayerNorm; depth = 6 * blocks_per_stage + 4."""
+
+    name: str = "wrn"
+    depth: int = 16
+    widen: int = 4
+    stem_channels: int = 16
+    activation: str = "relu"
+
+
+@dataclass
+class TransformerConfig(ModelConfig):
+    """LM-d-n: GPT-2 style decoder, `depth` blocks, embedding `width`."""
+
+    name: str = "transformer"
+    depth: int = 4
+    width: int = 128
+    heads: int = 4
+    context: int = 64
+    norm: str = "pre_ln"  # pre_ln | post_ln | pre_ln_no_final
+    mlp_ratio: int = 4
+
+
+# ----------------------------------------------------------------------------- parameterization
+@dataclass
+class ParamConfig:
+    """SP or muP (Appendix D.2.1); `init_scale` multiplies every weight (Gilmer et al.'s alpha)."""
+
+    name: str = "sp"
+    sigma_w2: float = 2.0
+    sigma_w2_last: float = 1.0
+    init_scale: float = 1.0
+    # muP + Adam: per-layer learning-rate factors of Appendix D.2.1; False = "simple-muP".
+    adam_lr_factors: bool = False
+
+
+# ----------------------------------------------------------------------------- optimizers
+@dataclass
+class OptimizerConfig:
+    name: str = MISSING
+    clip_norm: Optional[float] = None
+
+
+@dataclass
+class SGDConfig(OptimizerConfig):
+    """SGD; momentum in the paper's form m = g + beta m, theta -= lr m."""
+
+    name: str = "sgd"
+    momentum: float = 0.0
+
+
+@dataclass
+class AdamConfig(OptimizerConfig):
+    name: str = "adam"
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+
+
+@dataclass
+class GIAdamConfig(AdamConfig):
+    """Adam with v0 = g0^2 from the first batch (Section 6.2), bias correction kept."""
+
+    name: str = "gi_adam"
+
+
+# ----------------------------------------------------------------------------- data
+@dataclass
+class AugmentConfig:
+    flip: bool = False
+    crop: int = 0  # padding in pixels for random crops (the paper uses 4); 0 = off
+    mixup: float = 0.0  # Beta(alpha, alpha) mixing; 0 = off
+
+
+@dataclass
+class DataConfig:
+    name: str = MISSING
+    subset: int = 0  # keep the first `subset` training examples (0 = all), class-balanced order
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass
+class DigitsConfig(DataConfig):
+    """scikit-learn's bundled 8x8 digits: real images, no download; fixed 80/20 split."""
+
+    name: str = "digits"
+    test_fraction: float = 0.2
+
+
+@dataclass
+class NpzConfig(DataConfig):
+    """Any .npz with x_train, y_train, x_test, y_test (NHWC uint8 or float)."""
+
+    name: str = "npz"
+    path: str = MISSING
+
+
+@dataclass
+class SyntheticConfig(DataConfig):
+    """Gaussian clusters; for tests and quick checks."""
+
+    name: str = "synthetic"
+    n_train: int = 256
+    n_test: int = 128
+    dim: int = 16
+    classes: int = 4
+    seed: int = 0
+
+
+@dataclass
+class CifarConfig(DataConfig):
+    name: str = "cifar10"
+    root: Optional[str] = None  # folder holding the official tarball or its extracted folder
+    download: bool = True
+
+
+@dataclass
+class TinyImageNetConfig(DataConfig):
+    name: str = "tiny_imagenet"
+    root: Optional[str] = None
+    download: bool = True
+
+
+@dataclass
+class WikiTextConfig(DataConfig):
+    """WikiText-2 raw, BPE-tokenized (HF tokenizers, Whitespace pre-tokenizer)."""
+
+    name: str = "wikitext2"
+    root: Optional[str] = None  # folder with wiki.train.raw, wiki.valid.raw, wiki.test.raw
+    download: bool = True
+    vocab_size: int = 4096
+    context: int = 64
+
+
+# ----------------------------------------------------------------------------- probes
+@dataclass
+class ProbeConfig:
+    """What is measured on the fixed, non-augmented measurement batch, and when.
+
+    Probe steps: every step for the first `dense_steps`, then every `every` steps
+    (or `log_points` log-spaced steps when > 0), plus the last step.
+    """
+
+    batch_size: int = 512
+    dense_steps: int = 0
+    every: int = 10
+    log_points: int = 0
+    sharpness: bool = True
+    precond_sharpness: bool = True  # only meaningful for adam / gi_adam
+    lanczos_iters: int = 20
+    lanczos_tol: float = 1e-6
+    dtype: str = "float32"  # float32 | float64
+    eval_every: int = 0  # test-set evaluation every k steps (0 = at probe steps)
+    final_train_examples: int = 10000
+
+
+@dataclass
+class OutcomeConfig:
+    """How a finished run is classified."""
+
+    blowup: float = 1e3  # diverged when the loss exceeds blowup x initial loss (or is NaN/inf)
+    fail_acc_factor: float = 1.5  # failed when final train accuracy < factor x chance
+    lm_min_improvement: float = 0.1  # LM failed when final loss > (1 - x) * initial loss
+
+
+@dataclass
+class CohortConfig:
+    max_size: int = 16
+
+
+# ----------------------------------------------------------------------------- execution
+@dataclass
+class ClusterConfig:
+    """Where tasks run. `local`: in this process; `submitit_local`; `slurm` through submitit."""
+
+    name: str = "local"
+    executor: str = "local"  # local | submitit_local | slurm
+    partition: Optional[str] = None
+    account: Optional[str] = None
+    qos: Optional[str] = None
+    timeout_min: int = 60
+    gpus_per_node: int = 0
+    cpus_per_task: int = 2
+    mem_gb: Optional[int] = None
+    array_parallelism: int = 64
+    cohorts_per_task: int = 1
+    setup: List[str] = field(default_factory=list)
+    max_runs: int = 100000
+    additional_parameters: Any = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- top level
+@dataclass
+class Config:
+    defaults: List[Any] = field(
+        default_factory=lambda: [
+            "_self_",
+            {"model": "fcn"},
+            {"param": "sp"},
+            {"optimizer": "sgd"},
+            {"data": "digits"},
+            {"cluster": "local"},
+        ]
+    )
+    model: ModelConfig = MISSING
+    param: ParamConfig = MISSING
+    optimizer: OptimizerConfig = MISSING
+    data: DataConfig = MISSING
+    cluster: ClusterConfig = MISSING
+    loss: Loss = Loss.mse
+    lr: float = 0.1
+    lr_unit: LrUnit = LrUnit.absolute  # sharpness: lr is a multiple of 1/lambda0
+    lr_init: float = 0.0
+    warmup: int = 1
+    decay: Decay = Decay.none
+    decay_rho: float = 1.0
+    decay_min_factor: float = 0.1
+    batch_size: int = 128
+    steps: int = 1000
+    seed: int = 0  # initialization seed (per cohort member)
+    data_seed: int = 0  # minibatch order and augmentation (shared by a cohort)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    outcome: OutcomeConfig = field(default_factory=OutcomeConfig)
+    cohort: CohortConfig = field(default_factory=CohortConfig)
+    sweep_name: str = "default"
+    results_dir: str = "results"
+    force: bool = False
+
+
+MODEL_OPTIONS = {"fcn": FCNConfig, "wrn": WRNConfig, "transformer": TransformerConfig}
+PARAM_OPTIONS = {"sp": ParamConfig(name="sp"), "mup": ParamConfig(name="mup")}
+OPTIMIZER_OPTIONS = {"sgd": SGDConfig, "adam": AdamConfig, "gi_adam": GIAdamConfig}
+DATA_OPTIONS = {
+    "digits": DigitsConfig,
+    "npz": NpzConfig,
+    "synthetic": SyntheticConfig,
+    "cifar10": CifarConfig,
+    "cifar100": CifarConfig(name="cifar100"),
+    "tiny_imagenet": TinyImageNetConfig,
+    "wikitext2": WikiTextConfig,
+}
+
+CLUSTER_OPTIONS = {
+    "local": ClusterConfig,
+    "submitit_local": ClusterConfig(name="submitit_local", executor="submitit_local"),
+    "slurm": ClusterConfig(name="slurm", executor="slurm"),
+}
+
+# Keys that say where or how a run is executed, not what it computes: not part of run ids.
+EXECUTION_KEYS = ("sweep_name", "results_dir", "force", "cohort", "cluster")
+
+
+def register_configs() -> None:
+    """Put every schema into Hydra's ConfigStore (idempotent)."""
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=Config)
+    for group, options in (
+        ("model", MODEL_OPTIONS),
+        ("param", PARAM_OPTIONS),
+        ("optimizer", OPTIMIZER_OPTIONS),
+        ("data", DATA_OPTIONS),
+        ("cluster", CLUSTER_OPTIONS),
+    ):
+        for name, node in options.items():
+            cs.store(group=group, name=name, node=node)
+
+
+def validate(cfg: Any) -> None:
+    """Reject values the types allow but the physics does not; one clear message each."""
+    checks = [
+        (cfg.lr > 0, f"lr={cfg.lr}: the target learning rate must be > 0"),
+        (cfg.lr_init >= 0, f"lr_init={cfg.lr_init}: must be >= 0"),
+        (cfg.warmup >= 1, f"warmup={cfg.warmup}: must be >= 1 (warmup=1 is a constant learning rate)"),
+        (cfg.steps >= 1, f"steps={cfg.steps}: must be >= 1"),
+        (cfg.batch_size >= 0, f"batch_size={cfg.batch_size}: must be >= 0 (0 = full batch)"),
+        (cfg.decay_rho >= 0, f"decay_rho={cfg.decay_rho}: must be >= 0"),
+        (cfg.probe.every >= 1, f"probe.every={cfg.probe.every}: must be >= 1"),
+        (cfg.probe.lanczos_iters >= 2, f"probe.lanczos_iters={cfg.probe.lanczos_iters}: must be >= 2"),
+        (cfg.probe.dtype in ("float32", "float64"), f"probe.dtype={cfg.probe.dtype}: allowed float32, float64"),
+        (cfg.param.init_scale > 0, f"param.init_scale={cfg.param.init_scale}: must be > 0"),
+        (cfg.param.name in ("sp", "mup"), f"param.name={cfg.param.name}: allowed sp, mup"),
+        (cfg.cohort.max_size >= 1, f"cohort.max_size={cfg.cohort.max_size}: must be >= 1"),
+    ]
+    opt = cfg.optimizer
+    if opt.name == "sgd":
+        checks.append((0 <= opt.momentum < 1, f"optimizer.momentum={opt.momentum}: must be in [0, 1)"))
+    else:
+        checks.append((0 <= opt.b1 < 1, f"optimizer.b1={opt.b1}: must be in [0, 1)"))
+        checks.append((0 <= opt.b2 < 1, f"optimizer.b2={opt.b2}: must be in [0, 1)"))
+        checks.append((opt.eps >= 0, f"optimizer.eps={opt.eps}: must be >= 0"))
+    if opt.clip_norm is not None:
+        checks.append((opt.clip_norm > 0, f"optimizer.clip_norm={opt.clip_norm}: must be > 0 or null"))
+    if cfg.model.name == "fcn":
+        checks.append((cfg.model.depth >= 1, f"model.depth={cfg.model.depth}: must be >= 1"))
+        checks.append((cfg.model.width >= 1, f"model.width={cfg.model.width}: must be >= 1"))
+        checks.append(
+            (cfg.model.activation in ("relu", "tanh", "linear", "gelu"),
+             f"model.activation={cfg.model.activation}: allowed relu, tanh, gelu, linear")
+        )
+    if cfg.model.name == "transformer":
+        checks.append(
+            (cfg.model.norm in ("pre_ln", "post_ln", "pre_ln_no_final"),
+             f"model.norm={cfg.model.norm}: allowed pre_ln, post_ln, pre_ln_no_final")
+        )
+        checks.append(
+            (cfg.model.width % cfg.model.heads == 0,
+             f"model.width={cfg.model.width} is not divisible by model.heads={cfg.model.heads}")
+        )
+    if cfg.model.name == "wrn":
+        checks.append(
+            ((cfg.model.depth - 4) % 6 == 0 and cfg.model.depth >= 10,
+             f"model.depth={cfg.model.depth}: a WRN depth is 6*n+4 (10, 16, 22, 28, ...)")
+        )
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)

@@ -1,0 +1,141 @@
+"""SP and muP in one place (Appendix D.2.1), shared by the FCN, WideResNet and Transformer.
+
+Every weight layer has a *role*: `input` (reads the data), `hidden`, or `output` (the
+readout). The role and the layer's fans decide the initial standard deviation, a constant
+output multiplier, and (muP + Adam only) a per-layer learning-rate factor:
+
+  SP            W ~ TN(0, s2/fan_in)                           multiplier 1
+  muP in/hidden W ~ TN(0, s2/fan_out)                          multiplier sqrt(fan_out/fan_in)
+  muP output    W ~ TN(0, s2/fan_in)                           multiplier 1/sqrt(fan_in)
+
+TN is a normal truncated at +-2 std, rescaled so its variance is exactly the one written
+(jax's variance_scaling convention). At initialization muP's input and hidden layers compute
+the same function as SP; only the readout is 1/sqrt(fan_in) smaller, which is what makes
+muP networks start flat (lambda0 ~ 1/width of SP's). The init-scale multiplier alpha of
+Gilmer et al. multiplies every weight. Adam learning-rate factors for muP (input
+1/sqrt(fan_out), hidden 1/sqrt(fan_in), output 1/fan_in) are stored in the `lr_scale`
+variable collection, mirroring the `params` tree, so the optimizer can apply them.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+ROLES = ("input", "hidden", "output")
+# Truncation at +-2 std shrinks the variance by this factor; dividing it out keeps Var = s2/fan.
+_TRUNC_STD = 0.87962566103423978
+
+
+@dataclass(frozen=True)
+class LayerScaling:
+    init_std: float
+    multiplier: float
+    adam_lr_factor: float
+
+
+def layer_scaling(param: str, role: str, fan_in: int, fan_out: int, sigma_w2: float) -> LayerScaling:
+    """Initial std, output multiplier and muP-Adam learning-rate factor of one layer."""
+    if role not in ROLES:
+        raise ValueError(f"layer role {role!r} is not one of {ROLES}")
+    if param == "sp":
+        return LayerScaling(math.sqrt(sigma_w2 / fan_in), 1.0, 1.0)
+    if param != "mup":
+        raise ValueError(f"parameterization {param!r} is not one of sp, mup")
+    if role == "output":
+        return LayerScaling(math.sqrt(sigma_w2 / fan_in), 1.0 / math.sqrt(fan_in), 1.0 / fan_in)
+    lr_factor = 1.0 / math.sqrt(fan_out) if role == "input" else 1.0 / math.sqrt(fan_in)
+    return LayerScaling(math.sqrt(sigma_w2 / fan_out), math.sqrt(fan_out / fan_in), lr_factor)
+
+
+def truncated_normal_init(std: float):
+    """TN(0, std^2) truncated at +-2 std with the variance correction."""
+
+    def init(key: jax.Array, shape: Sequence[int], dtype: Any = jnp.float32) -> jax.Array:
+        return jax.random.truncated_normal(key, -2.0, 2.0, shape, dtype) * (std / _TRUNC_STD)
+
+    return init
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """The parameterization choices a model passes to each of its layers."""
+
+    param: str = "sp"
+    sigma_w2: float = 2.0
+    sigma_w2_last: float = 1.0
+    init_scale: float = 1.0
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "Scheme":
+        return cls(cfg.name, float(cfg.sigma_w2), float(cfg.sigma_w2_last), float(cfg.init_scale))
+
+    def scaling(self, role: str, fan_in: int, fan_out: int) -> LayerScaling:
+        s2 = self.sigma_w2_last if role == "output" else self.sigma_w2
+        return layer_scaling(self.param, role, fan_in, fan_out, s2)
+
+
+class _ScaledLayer(nn.Module):
+    """Shared bookkeeping: create the kernel, the zero bias and the lr_scale entries."""
+
+    def make_kernel(self, scheme: Scheme, role: str, shape: tuple, fan_in: int, fan_out: int):
+        sc = scheme.scaling(role, fan_in, fan_out)
+        kernel = self.param("kernel", truncated_normal_init(sc.init_std * scheme.init_scale), shape)
+        self._record_lr_scale("kernel", sc)
+        return kernel, sc
+
+    def _record_lr_scale(self, name: str, sc: LayerScaling) -> None:
+        # Only written at init (model.init returns it); apply() needs just `params`.
+        if self.is_mutable_collection("lr_scale"):
+            self.variable("lr_scale", name, lambda: jnp.asarray(sc.adam_lr_factor, jnp.float32))
+
+    def make_bias(self, sc: LayerScaling, features: int):
+        self._record_lr_scale("bias", sc)
+        return self.param("bias", nn.initializers.zeros, (features,))
+
+
+class ParamDense(_ScaledLayer):
+    """Dense layer under SP or muP: y = multiplier * (x @ W) + b."""
+
+    features: int
+    role: str = "hidden"
+    scheme: Scheme = Scheme()
+    use_bias: bool = True
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        fan_in = x.shape[-1]
+        kernel, sc = self.make_kernel(self.scheme, self.role, (fan_in, self.features), fan_in, self.features)
+        y = (x @ kernel.astype(x.dtype)) * sc.multiplier
+        if self.use_bias:
+            y = y + self.make_bias(sc, self.features).astype(x.dtype)
+        return y
+
+
+class ParamConv(_ScaledLayer):
+    """NHWC convolution under SP or muP. fan_in = k*k*C_in, fan_out = k*k*C_out (jax convention);
+    the authors' code used H*W*C_in for fan_in, which we do not repeat."""
+
+    features: int
+    kernel_size: int = 3
+    strides: int = 1
+    role: str = "hidden"
+    scheme: Scheme = Scheme()
+    use_bias: bool = True
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        k, c_in = self.kernel_size, x.shape[-1]
+        fan_in, fan_out = k * k * c_in, k * k * self.features
+        kernel, sc = self.make_kernel(self.scheme, self.role, (k, k, c_in, self.features), fan_in, fan_out)
+        y = jax.lax.conv_general_dilated(
+            x, kernel.astype(x.dtype), (self.strides, self.strides), "SAME",
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        ) * sc.multiplier
+        if self.use_bias:
+            y = y + self.make_bias(sc, self.features).astype(x.dtype)
+        return y
