@@ -139,3 +139,40 @@ class ParamConv(_ScaledLayer):
         if self.use_bias:
             y = y + self.make_bias(sc, self.features).astype(x.dtype)
         return y
+
+
+class ParamLayerNorm(nn.LayerNorm):
+    """flax LayerNorm that also writes `lr_scale` entries (1.0) for its scale and bias, so the
+    lr_scale tree mirrors the params tree of models with normalization layers. Gains and
+    biases are width-independent vectors: muP gives them an O(1) Adam learning rate."""
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *args: Any, **kwargs: Any) -> jax.Array:
+        if self.is_mutable_collection("lr_scale"):
+            for name, used in (("scale", self.use_scale), ("bias", self.use_bias)):
+                if used:
+                    self.variable("lr_scale", name, lambda: jnp.asarray(1.0, jnp.float32))
+        return super().__call__(x, *args, **kwargs)
+
+
+class ParamEmbed(_ScaledLayer):
+    """Token embedding: a lookup, i.e. a matmul with a one-hot input, so its effective fan_in
+    is 1, not the vocabulary size (Dinan et al. 2023: embeddings involve no matrix
+    multiplication). With role `input` and fan_in=1, SP draws W ~ TN(0, sigma2) and muP draws
+    TN(0, sigma2/width) with multiplier sqrt(width): the same initial function, and muP's
+    Adam factor 1/sqrt(width) gives the embedding vectors an O(1) update. `sigma2` is the
+    per-coordinate variance (1.0: O(1) coordinates, like sinusoidal positions), independent
+    of the Scheme's sigma_w2, which is a gain for layers followed by a nonlinearity."""
+
+    num_embeddings: int
+    features: int
+    scheme: Scheme = Scheme()
+    sigma2: float = 1.0
+
+    @nn.compact
+    def __call__(self, tokens: jax.Array) -> jax.Array:
+        sc = layer_scaling(self.scheme.param, "input", 1, self.features, self.sigma2)
+        table = self.param("embedding", truncated_normal_init(sc.init_std * self.scheme.init_scale),
+                           (self.num_embeddings, self.features))
+        self._record_lr_scale("embedding", sc)
+        return jnp.take(table, tokens, axis=0) * sc.multiplier
