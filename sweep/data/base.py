@@ -52,10 +52,56 @@ def standardize_per_channel(x_train: np.ndarray, x_test: np.ndarray) -> tuple[np
     )
 
 
+def channel_stats(x: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel (last axis) mean and std in float64, accumulated over chunks of examples.
+
+    Why chunks: a float64 copy of Tiny-ImageNet's uint8 train set would need ~10 GB.
+    Returned as float32 on the scale of `x` (0-255 for uint8 images).
+    """
+    channels = x.shape[-1]
+    total = np.zeros(channels)
+    total_sq = np.zeros(channels)
+    count = 0
+    for start in range(0, len(x), chunk):
+        block = x[start : start + chunk].reshape(-1, channels).astype(np.float64)
+        total += block.sum(axis=0)
+        total_sq += np.square(block).sum(axis=0)
+        count += len(block)
+    mean = total / max(count, 1)
+    var = np.maximum(total_sq / max(count, 1) - mean**2, 0.0)
+    return mean.astype(np.float32), np.sqrt(var).astype(np.float32)
+
+
+def class_balanced_order(y: np.ndarray, seed: int = 0) -> np.ndarray:
+    """A fixed permutation whose every prefix is as class-balanced as possible.
+
+    Round r holds the r-th example of every class (in file order), the classes of a round
+    in a seeded random order. Why: files grouped by class (like the shared CIFAR subset)
+    would otherwise give a one-class "first N", and a plain shuffle is only balanced on
+    average; this also keeps the subset of an official split to its first examples per class.
+    """
+    y = np.asarray(y)
+    by_class = np.argsort(y, kind="stable")
+    sorted_y = y[by_class]
+    class_start = np.searchsorted(sorted_y, sorted_y, side="left")
+    rank = np.empty(len(y), dtype=np.int64)
+    rank[by_class] = np.arange(len(y)) - class_start
+    tiebreak = np.random.default_rng(seed).random(len(y))
+    return np.lexsort((tiebreak, rank))
+
+
 def take_subset(ds: Dataset, subset: int) -> Dataset:
-    """Keep the first `subset` training examples (the paper's 5k-subset experiments)."""
+    """Keep `subset` training examples (the paper's 5k-subset experiments).
+
+    Classification: the first `subset` of `class_balanced_order` (equal counts per class when
+    `subset` is a multiple of the class count). Language modelling: the first `subset` windows.
+    """
     if subset and subset < len(ds.x_train):
-        ds.x_train, ds.y_train = ds.x_train[:subset], ds.y_train[:subset]
+        if ds.task == "classification":
+            keep = class_balanced_order(ds.y_train)[:subset]
+        else:
+            keep = np.arange(subset)
+        ds.x_train, ds.y_train = ds.x_train[keep], ds.y_train[keep]
     return ds
 
 
