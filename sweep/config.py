@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -253,6 +253,7 @@ class Config:
             {"optimizer": "sgd"},
             {"data": "digits"},
             {"cluster": "local"},
+            {"experiment": None},
         ]
     )
     model: ModelConfig = MISSING
@@ -275,6 +276,7 @@ class Config:
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     outcome: OutcomeConfig = field(default_factory=OutcomeConfig)
     cohort: CohortConfig = field(default_factory=CohortConfig)
+    grid: Dict[str, Any] = field(default_factory=dict)  # experiment grids: key -> sweep string
     sweep_name: str = "default"
     results_dir: str = "results"
     force: bool = False
@@ -300,7 +302,7 @@ CLUSTER_OPTIONS = {
 }
 
 # Keys that say where or how a run is executed, not what it computes: not part of run ids.
-EXECUTION_KEYS = ("sweep_name", "results_dir", "force", "cohort", "cluster")
+EXECUTION_KEYS = ("sweep_name", "results_dir", "force", "cohort", "cluster", "grid")
 
 
 def register_configs() -> None:

@@ -1,0 +1,452 @@
+"""Train a cohort: K runs that share every shape, as ONE jit-compiled, vmapped program.
+
+Layout of the computation (one "iteration" i = probe at step i, then update i+1):
+  - the step loop runs in `lax.scan` chunks of `chunk` iterations; no host sync inside a chunk;
+  - probes (sharpness, preconditioned sharpness, test evaluation) sit behind `lax.cond` on an
+    unbatched "is this a probe step" flag, so off-probe steps cost nothing extra;
+  - every member sees the same minibatch sequence (and augmentation), drawn from `data_seed`;
+  - a member whose loss is NaN/inf or exceeds `blowup` x its initial loss is frozen: its
+    parameters stop updating and its later measurements are NaN; the others are unaffected
+    (vmap keeps members independent). When every member is frozen, training stops early.
+The host reads back one chunk of per-iteration scalars at a time and keeps the probe rows.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, NamedTuple, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+from jax.flatten_util import ravel_pytree
+
+from sweep import curvature, optim
+from sweep.identity import cohort_key
+from sweep.workload import DeviceData, Workload
+
+TRACE_COLUMNS = [
+    "step", "lr", "train_loss", "train_acc", "probe_loss", "probe_acc", "grad_norm",
+    "sharpness", "precond_sharpness", "threshold", "hvps", "test_loss", "test_acc",
+]
+
+
+# ----------------------------------------------------------------------------- plan
+@dataclass
+class CohortPlan:
+    """Static description of a cohort: the shared config plus each member's scalars."""
+
+    cfg: Any  # the first member's config: every shared key is read from here
+    hyper: optim.Hyper  # arrays of shape (K,)
+    seeds: np.ndarray  # (K,) init seeds
+    init_scales: np.ndarray  # (K,)
+
+    @property
+    def size(self) -> int:
+        return len(self.seeds)
+
+
+def plan_cohort(cfgs: Sequence[Any], lrs: Optional[Sequence[float]] = None,
+                lr_inits: Optional[Sequence[float]] = None) -> CohortPlan:
+    """Stack the member scalars. `lrs`/`lr_inits` override cfg.lr/cfg.lr_init with absolute values
+    (used when lr is given in units of 1/lambda0)."""
+    keys = {cohort_key(c) for c in cfgs}
+    if len(keys) != 1:
+        raise ValueError("cohort members must share every non-scalar config value")
+    opt = lambda c, k, d: float(getattr(c.optimizer, k, d))  # noqa: E731
+    f32 = lambda xs: jnp.asarray(np.asarray(xs, np.float32))  # noqa: E731
+    hyper = optim.Hyper(
+        lr=f32(lrs if lrs is not None else [c.lr for c in cfgs]),
+        lr_init=f32(lr_inits if lr_inits is not None else [c.lr_init for c in cfgs]),
+        warmup=f32([c.warmup for c in cfgs]),
+        momentum=f32([opt(c, "momentum", 0.0) for c in cfgs]),
+        b1=f32([opt(c, "b1", 0.9) for c in cfgs]),
+        b2=f32([opt(c, "b2", 0.999) for c in cfgs]),
+        eps=f32([opt(c, "eps", 1e-8) for c in cfgs]),
+        decay_rho=f32([c.decay_rho for c in cfgs]),
+        decay_min_factor=f32([c.decay_min_factor for c in cfgs]),
+    )
+    return CohortPlan(cfgs[0], hyper, np.asarray([int(c.seed) for c in cfgs]),
+                      np.asarray([float(c.param.init_scale) for c in cfgs], np.float32))
+
+
+def probe_mask(cfg: Any) -> np.ndarray:
+    """Boolean (steps + 1,): which steps (number of updates done) are probed.
+    Step 0 and the last step always; dense for the first `dense_steps`; then every `every` steps,
+    or `log_points` log-spaced steps."""
+    steps, p = int(cfg.steps), cfg.probe
+    mask = np.zeros(steps + 1, bool)
+    mask[[0, steps]] = True
+    mask[: min(int(p.dense_steps), steps) + 1] = True
+    if int(p.log_points) > 0:
+        pts = np.unique(np.round(np.logspace(0, math.log10(max(steps, 1)), int(p.log_points))).astype(int))
+        mask[pts[pts <= steps]] = True
+    else:
+        mask[:: int(p.every)] = True
+    return mask
+
+
+def eval_mask(cfg: Any, probes: np.ndarray) -> np.ndarray:
+    every = int(cfg.probe.eval_every)
+    if every <= 0:
+        return probes.copy()
+    mask = np.zeros_like(probes)
+    mask[::every] = True
+    mask[[0, -1]] = True
+    return mask
+
+
+# ----------------------------------------------------------------------------- state
+class Member(NamedTuple):
+    params: Any
+    opt_state: Any
+    eigvec: jax.Array
+    pc_eigvec: jax.Array
+    active: jax.Array
+    div_step: jax.Array
+    loss0: jax.Array
+
+
+class Carry(NamedTuple):
+    members: Member  # every leaf has a leading (K,) axis
+    perm: jax.Array  # the current epoch's example order
+    rng: jax.Array  # augmentation key
+
+
+class Probe(NamedTuple):
+    probe_loss: jax.Array
+    probe_acc: jax.Array
+    grad_norm: jax.Array
+    sharpness: jax.Array
+    precond_sharpness: jax.Array
+    hvps: jax.Array
+    test_loss: jax.Array
+    test_acc: jax.Array
+
+
+def _nan_like_probe(k: int) -> Probe:
+    nan = jnp.full((k,), jnp.nan, jnp.float32)
+    return Probe(nan, nan, nan, nan, nan, jnp.zeros((k,), jnp.int32), nan, nan)
+
+
+# ----------------------------------------------------------------------------- engine
+@dataclass
+class CohortResult:
+    traces: list[pd.DataFrame]
+    divergence_step: list[Optional[int]]
+    final: dict[str, np.ndarray]  # final_train_loss, final_train_acc, final_test_loss, final_test_acc
+    steps_run: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class CohortTrainer:
+    """Builds the jitted programs of one cohort and runs them."""
+
+    def __init__(self, workload: Workload, plan: CohortPlan, chunk: int = 64):
+        self.w, self.plan, self.cfg = workload, plan, plan.cfg
+        self.k = plan.size
+        self.opt_name = str(self.cfg.optimizer.name)
+        self.adaptive = optim.is_adaptive(self.opt_name)
+        self.clip = self.cfg.optimizer.get("clip_norm", None)
+        self.steps = int(self.cfg.steps)
+        self.cosine = str(getattr(self.cfg.decay, "value", self.cfg.decay)) == "cosine"
+        n = int(workload.data.x_train.shape[0])
+        bs = int(self.cfg.batch_size)
+        self.full_batch = bs <= 0 or bs >= n
+        self.batch = n if self.full_batch else bs
+        self.steps_per_epoch = max(n // self.batch, 1)
+        self.probe_dtype = jnp.float64 if self.cfg.probe.dtype == "float64" else jnp.float32
+        self.do_sharpness = bool(self.cfg.probe.sharpness)
+        self.do_precond = bool(self.cfg.probe.precond_sharpness) and self.adaptive
+        self.chunk = max(1, min(chunk, self.steps + 1))
+        self.augment = self._augment_fn()
+        self.lr_scale = None
+        self._compiled: dict[str, Callable] = {}
+
+    # ---------------------------------------------------------------- pieces
+    def _augment_fn(self) -> Optional[Callable]:
+        aug = self.cfg.data.get("augment", None)
+        if aug is None or not (aug.flip or aug.crop or aug.mixup):
+            return None
+        from sweep.data.augment import augment_batch
+
+        return lambda key, x, y: augment_batch(key, x, y, aug, self.w.num_classes)
+
+    def _direction(self, h: optim.Hyper):
+        return optim.direction(self.opt_name, h, self.clip)
+
+    def init_members(self) -> Member:
+        """Initialize every member (vmapped over seeds), apply init scales, build optimizer state."""
+        x0 = self.w.prepare(self.w.data.x_train[:2])
+        variables = self.w.model.init(jax.random.PRNGKey(0), x0)
+        use_factors = (self.adaptive and self.cfg.param.name == "mup"
+                       and bool(self.cfg.param.get("adam_lr_factors", False)))
+        self.lr_scale = variables.get("lr_scale") if use_factors else None
+
+        def one(seed, scale, h):
+            params = self.w.model.init(jax.random.PRNGKey(seed), x0)["params"]
+            params = jax.tree_util.tree_map_with_path(
+                lambda path, p: p * scale if _is_weight(path) else p, params)
+            flat, _ = ravel_pytree(params)
+            v0 = jax.random.normal(jax.random.PRNGKey(seed + 7919), flat.shape, self.probe_dtype)
+            return Member(params, self._direction(h).init(params), v0, v0,
+                          jnp.asarray(True), jnp.asarray(-1, jnp.int32), jnp.asarray(jnp.nan, jnp.float32))
+
+        return jax.jit(jax.vmap(one))(jnp.asarray(self.plan.seeds), jnp.asarray(self.plan.init_scales),
+                                      self.plan.hyper)
+
+    def _flat_loss(self, params: Any, x: jax.Array, y: jax.Array):
+        flat, unravel = ravel_pytree(params)
+        dt = self.probe_dtype
+        xin = x if x.dtype == jnp.uint8 or jnp.issubdtype(x.dtype, jnp.integer) else x.astype(dt)
+
+        def loss_of_flat(f):
+            loss, _ = self.w.loss_and_accuracy(unravel(f), xin, y)
+            return loss.astype(dt)
+
+        return loss_of_flat, flat.astype(dt)
+
+    def _probe_member(self, m: Member, h: optim.Hyper, data: DeviceData, first_nu: Any,
+                      do_eval: jax.Array, step: jax.Array) -> tuple[Probe, jax.Array, jax.Array]:
+        """All measurements of one member at one probe step (on the fixed measurement batch)."""
+        (loss, acc), grads = jax.value_and_grad(self.w.loss_and_accuracy, has_aux=True)(
+            m.params, data.x_probe, data.y_probe)
+        gnorm = optax_global_norm(grads)
+        done = ~m.active
+        iters, tol = int(self.cfg.probe.lanczos_iters), float(self.cfg.probe.lanczos_tol)
+        sharp, hvps, vec, pc_vec = jnp.nan, jnp.asarray(0, jnp.int32), m.eigvec, m.pc_eigvec
+        pc_sharp = jnp.asarray(jnp.nan, jnp.float32)
+        if self.do_sharpness or self.do_precond:
+            loss_of_flat, flat = self._flat_loss(m.params, data.x_probe, data.y_probe)
+        if self.do_sharpness:
+            eig = curvature.sharpness(loss_of_flat, flat, m.eigvec, iters, tol, done)
+            sharp, hvps, vec = eig.value.astype(jnp.float32), eig.matvecs.astype(jnp.int32), eig.vector
+        if self.do_precond:
+            p_diag = self._preconditioner(m, h, first_nu, step)
+            eig = curvature.preconditioned_sharpness(loss_of_flat, flat, p_diag.astype(flat.dtype),
+                                                     m.pc_eigvec, iters, tol, done)
+            pc_sharp, pc_vec = eig.value.astype(jnp.float32), eig.vector
+            hvps = hvps + eig.matvecs.astype(jnp.int32)
+
+        def test_eval(_):
+            return self.w.evaluate(m.params, data.x_test, data.y_test, _eval_chunk(data.x_test))
+
+        nan = jnp.asarray(jnp.nan, jnp.float32)
+        test_loss, test_acc = jax.lax.cond(do_eval, test_eval, lambda _: (nan, nan), None)
+        probe = Probe(loss, acc, gnorm, jnp.asarray(sharp, jnp.float32), pc_sharp, hvps, test_loss, test_acc)
+        probe = jax.tree.map(lambda v: jnp.where(m.active, v, jnp.nan) if v.dtype != jnp.int32 else v, probe)
+        return probe, vec, pc_vec
+
+    def _first_update_nu(self, params: Any, h: optim.Hyper, data: DeviceData) -> Any:
+        """The second moment the first update would leave if its gradient were the measurement
+        batch's g0: Adam v_1 = (1 - b2) g0^2; GI-Adam v_1 = b2 g0^2 + (1 - b2) g0^2 = g0^2."""
+        g = jax.grad(lambda q: self.w.loss_and_accuracy(q, data.x_probe, data.y_probe)[0])(params)
+        factor = 1.0 if self.opt_name == "gi_adam" else (1.0 - h.b2)
+        return jax.tree.map(lambda x: factor * jnp.square(x), g)
+
+    def _preconditioner(self, m: Member, h: optim.Hyper, first_nu: Any, step: jax.Array) -> jax.Array:
+        """Adam's P at probe step `step`, from the optimizer state after `step` updates. At step 0
+        there is no second moment yet; we use the one the first update will produce
+        (`_first_update_nu`), so lambda0 of P^-1 H is the curvature the first step sees."""
+        st = optim.adam_state(m.opt_state)
+        nu = jax.tree.map(lambda n, n1: jnp.where(step == 0, n1, n), st.nu, first_nu)
+        count = jnp.where(step == 0, 1, st.count)
+        return ravel_pytree(optim.adam_preconditioner(nu, count, h, self.lr_scale))[0]
+
+    def _train_member(self, m: Member, h: optim.Hyper, x: jax.Array, y: jax.Array, step: jax.Array):
+        """One update of one member on the shared minibatch; frozen members keep their state."""
+        (loss, acc), grads = jax.value_and_grad(self.w.loss_and_accuracy, has_aux=True)(
+            m.params, x, y, True)
+        loss0 = jnp.where(jnp.isnan(m.loss0), loss, m.loss0)
+        bad = ~jnp.isfinite(loss) | (loss > float(self.cfg.outcome.blowup) * loss0)
+        tx = self._direction(h)
+        direction, opt_state = tx.update(grads, m.opt_state, m.params)
+        lr_t = optim.learning_rate(step + 1, h, self.steps, self.cosine)
+        if self.lr_scale is not None:
+            direction = jax.tree.map(lambda d, s: d * s, direction, self.lr_scale)
+        new_params = jax.tree.map(lambda p, d: p - lr_t * d, m.params, direction)
+        keep = m.active & ~bad
+        params = jax.tree.map(lambda new, old: jnp.where(keep, new, old), new_params, m.params)
+        opt_state = jax.tree.map(lambda new, old: jnp.where(keep, new, old), opt_state, m.opt_state)
+        div_step = jnp.where(m.active & bad, step, m.div_step)
+        member = m._replace(params=params, opt_state=opt_state, active=keep, div_step=div_step, loss0=loss0)
+        return member, jnp.where(m.active, loss, jnp.nan), jnp.where(m.active, acc, jnp.nan)
+
+    def _minibatch(self, carry: Carry, data: DeviceData, step: jax.Array):
+        if self.full_batch:
+            x, y, perm = data.x_train, data.y_train, carry.perm
+        else:
+            pos = step % self.steps_per_epoch
+            epoch = step // self.steps_per_epoch
+            n = data.x_train.shape[0]
+            key = jax.random.fold_in(jax.random.PRNGKey(int(self.cfg.data_seed)), epoch)
+            perm = jax.lax.cond(pos == 0, lambda: jax.random.permutation(key, n), lambda: carry.perm)
+            idx = jax.lax.dynamic_slice(perm, (pos * self.batch,), (self.batch,))
+            x, y = data.x_train[idx], data.y_train[idx]
+        if self.augment is not None:
+            x, y = self.augment(jax.random.fold_in(carry.rng, step), self.w.prepare(x), y)
+        return x, y, perm
+
+    # ---------------------------------------------------------------- the scanned iteration
+    def _iteration(self, carry: Carry, step: jax.Array, data: DeviceData, h: optim.Hyper,
+                   probes: jax.Array, evals: jax.Array):
+        members = carry.members
+        k = self.k
+
+        def do_probe(ms: Member):
+            first_g2 = jax.vmap(self._first_update_nu, in_axes=(0, 0, None))(ms.params, h, data) \
+                if self.do_precond else None
+            return jax.vmap(self._probe_member, in_axes=(0, 0, None, 0 if self.do_precond else None, None, None))(
+                ms, h, data, first_g2, evals[step], step)
+
+        def no_probe(ms: Member):
+            return _nan_like_probe(k), ms.eigvec, ms.pc_eigvec
+
+        probe, vec, pc_vec = jax.lax.cond(probes[step], do_probe, no_probe, members)
+        members = members._replace(eigvec=vec, pc_eigvec=pc_vec)
+        members = members._replace(loss0=jnp.where(step == 0, probe.probe_loss, members.loss0))
+
+        def do_update(c: Carry):
+            x, y, perm = self._minibatch(c, data, step)
+            ms, loss, acc = jax.vmap(self._train_member, in_axes=(0, 0, None, None, None))(c.members, h, x, y, step)
+            return Carry(ms, perm, c.rng), loss, acc
+
+        def no_update(c: Carry):
+            nan = jnp.full((k,), jnp.nan, jnp.float32)
+            return c, nan, nan
+
+        carry, loss, acc = jax.lax.cond(step < self.steps, do_update, no_update, carry._replace(members=members))
+        lr_next = jax.vmap(lambda hh: optim.learning_rate(step + 1, hh, self.steps, self.cosine))(h)
+        threshold = jax.vmap(lambda lr, hh: optim.instability_threshold(self.opt_name, lr, hh))(lr_next, h)
+        out = {"lr": lr_next, "train_loss": loss, "train_acc": acc, "threshold": threshold, **probe._asdict()}
+        return carry, out
+
+    def _chunk_fn(self):
+        if "chunk" not in self._compiled:
+            total = self.steps + 1
+
+            def run_chunk(carry: Carry, start: jax.Array, data: DeviceData, h: optim.Hyper,
+                          probes: jax.Array, evals: jax.Array):
+                def body(c, i):
+                    step = (start + i).astype(jnp.int32)
+                    safe = jnp.minimum(step, total - 1)
+
+                    def live(c):
+                        return self._iteration(c, safe, data, h, probes, evals)
+
+                    def pad(c):
+                        nan = jnp.full((self.k,), jnp.nan, jnp.float32)
+                        out = {"lr": nan, "train_loss": nan, "train_acc": nan, "threshold": nan,
+                               **_nan_like_probe(self.k)._asdict()}
+                        return c, out
+
+                    return jax.lax.cond(step < total, live, pad, c)
+
+                return jax.lax.scan(body, carry, jnp.arange(self.chunk))
+
+            self._compiled["chunk"] = jax.jit(run_chunk, donate_argnums=(0,))
+        return self._compiled["chunk"]
+
+    def final_metrics(self, members: Member) -> dict[str, np.ndarray]:
+        """Train loss/accuracy on up to probe.final_train_examples examples and test metrics."""
+
+        def one(params, d: DeviceData):
+            tl, ta = self.w.evaluate(params, d.x_final, d.y_final, _eval_chunk(d.x_final))
+            sl, sa = self.w.evaluate(params, d.x_test, d.y_test, _eval_chunk(d.x_test))
+            return tl, ta, sl, sa
+
+        tl, ta, sl, sa = jax.device_get(jax.jit(jax.vmap(one, in_axes=(0, None)))(members.params, self.w.data))
+        return {"final_train_loss": tl, "final_train_acc": ta, "final_test_loss": sl, "final_test_acc": sa}
+
+    def initial_sharpness(self) -> np.ndarray:
+        """lambda0 of every member at initialization, on the measurement batch."""
+        members = self.init_members()
+        iters = max(int(self.cfg.probe.lanczos_iters), 30)
+        tol = float(self.cfg.probe.lanczos_tol)
+
+        def one(m: Member, d: DeviceData):
+            loss_of_flat, flat = self._flat_loss(m.params, d.x_probe, d.y_probe)
+            return curvature.sharpness(loss_of_flat, flat, m.eigvec, iters, tol).value
+
+        return np.asarray(jax.device_get(jax.jit(jax.vmap(one, in_axes=(0, None)))(members, self.w.data)))
+
+    # ---------------------------------------------------------------- driver
+    def initial_state(self) -> Carry:
+        n = int(self.w.data.x_train.shape[0])
+        members = self.init_members()
+        rng = jax.random.PRNGKey(int(self.cfg.data_seed) + 1_000_003)
+        return Carry(members, jnp.arange(n, dtype=jnp.int32), rng)
+
+    def run(self, carry: Optional[Carry] = None, start: int = 0, rows: Optional[list] = None,
+            on_chunk: Optional[Callable[[Carry, int, list], None]] = None,
+            progress: Optional[Callable[[int], None]] = None) -> CohortResult:
+        """Train to the end (or until every member froze). `carry/start/rows` resume a saved state;
+        `on_chunk(carry, next_start, rows)` is called after each chunk (checkpointing)."""
+        t0 = time.perf_counter()
+        carry = carry if carry is not None else self.initial_state()
+        rows = list(rows or [])
+        probes_np = probe_mask(self.cfg)
+        probes, evals = jnp.asarray(probes_np), jnp.asarray(eval_mask(self.cfg, probes_np))
+        chunk_fn = self._chunk_fn()
+        total = self.steps + 1
+        compile_s, first = 0.0, True
+        i = start
+        while i < total:
+            tc = time.perf_counter()
+            carry, out = chunk_fn(carry, jnp.asarray(i), self.w.data, self.plan.hyper, probes, evals)
+            out = jax.device_get(out)
+            active = np.asarray(jax.device_get(carry.members.active))
+            if first:
+                compile_s, first = time.perf_counter() - tc, False
+            n_live = min(self.chunk, total - i)
+            for j in range(n_live):
+                step = i + j
+                if probes_np[step]:
+                    rows.append((step, {key: np.asarray(v[j]) for key, v in out.items()}))
+            i += self.chunk
+            if progress:
+                progress(min(i, total))
+            if on_chunk:
+                on_chunk(carry, i, rows)
+            if not active.any():
+                break
+        steps_run = min(i, total) - 1
+        final = self.final_metrics(carry.members)
+        div = np.asarray(jax.device_get(carry.members.div_step))
+        traces = [self._member_trace(rows, m) for m in range(self.k)]
+        elapsed = time.perf_counter() - t0
+        return CohortResult(
+            traces=traces,
+            divergence_step=[int(s) if s >= 0 else None for s in div],
+            final={k: np.asarray(v) for k, v in final.items()},
+            steps_run=steps_run,
+            timings={"train_s": elapsed, "first_chunk_s": compile_s, "steps": float(steps_run)},
+        )
+
+    def _member_trace(self, rows: list, m: int) -> pd.DataFrame:
+        records = []
+        for step, vals in rows:
+            rec = {"step": step}
+            for key in TRACE_COLUMNS[1:]:
+                rec[key] = vals[key][m].item() if key in vals else np.nan
+            records.append(rec)
+        df = pd.DataFrame.from_records(records, columns=TRACE_COLUMNS)
+        return df.astype({"step": "int64", "hvps": "int64"})
+
+
+def optax_global_norm(tree: Any) -> jax.Array:
+    return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree_util.tree_leaves(tree)))
+
+
+def _is_weight(path: tuple) -> bool:
+    """Kernels and embeddings are weights (scaled by init_scale); biases and norm scales are not."""
+    name = getattr(path[-1], "key", str(path[-1]))
+    return name in ("kernel", "embedding")
+
+
+def _eval_chunk(x: jax.Array) -> int:
+    from sweep.workload import eval_batch_size
+
+    return eval_batch_size(int(x.shape[0]))

@@ -1,0 +1,122 @@
+"""Optimizers and learning-rate schedules, written so every hyperparameter can be a traced scalar.
+
+A cohort vmaps over runs that differ in lr, warmup, momentum, b1, ... so nothing here may bake a
+hyperparameter into Python control flow. The optimizers are optax transformations *without* the
+learning rate; the engine multiplies by -lr_t (and by muP's per-layer factors) itself.
+"""
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+class Hyper(NamedTuple):
+    """The per-run scalars a cohort varies (each a float array; shape () or (K,))."""
+
+    lr: jax.Array
+    lr_init: jax.Array
+    warmup: jax.Array
+    momentum: jax.Array
+    b1: jax.Array
+    b2: jax.Array
+    eps: jax.Array
+    decay_rho: jax.Array
+    decay_min_factor: jax.Array
+
+
+# ----------------------------------------------------------------------------- schedules
+def learning_rate(t: jax.Array, h: Hyper, total_steps: int, cosine: bool) -> jax.Array:
+    """Learning rate of update t, counting updates from t = 1.
+
+    Warmup (eq. 7): lr_t = lr_init + (lr - lr_init) * t / T_wrm for t <= T_wrm. Counting from 1
+    (as the authors' code does) makes warmup = 1 exactly a constant learning rate and keeps the
+    first update from being wasted at lr_init = 0.
+    After warmup: constant, or cosine decay (eq. 8) to lr_min = decay_min_factor * lr with exponent
+    rho over the remaining T_cos = total_steps - T_wrm updates, t' = t - T_wrm:
+        lr_t = lr_min + (lr - lr_min) * [(1 + cos(pi t' / T_cos)) / 2] ** rho.
+    Eq. 8 as printed swaps lr_trgt and lr_min (it would start at lr_min); this is the form whose
+    rho = 0 case "keeps lr_trgt", as the paper's text says.
+    """
+    t = jnp.asarray(t, jnp.float32)
+    warm = h.lr_init + (h.lr - h.lr_init) * jnp.minimum(t, h.warmup) / h.warmup
+    if not cosine:
+        return jnp.where(t <= h.warmup, warm, h.lr)
+    t_cos = jnp.maximum(total_steps - h.warmup, 1.0)
+    frac = jnp.clip((t - h.warmup) / t_cos, 0.0, 1.0)
+    lr_min = h.decay_min_factor * h.lr
+    decayed = lr_min + (h.lr - lr_min) * (0.5 * (1.0 + jnp.cos(jnp.pi * frac))) ** h.decay_rho
+    return jnp.where(t <= h.warmup, warm, decayed)
+
+
+# ----------------------------------------------------------------------------- optimizers
+def scale_by_gi_adam(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8) -> optax.GradientTransformation:
+    """GI-Adam (Section 6.2): Adam whose second moment starts at v0 = g0^2 (the first batch's
+    gradient) instead of 0. The bias correction is kept, so the first update is
+    m_hat / sqrt(v_hat) = g / (|g| / sqrt(1 - b2)): Adam with an automatic warmup factor
+    sqrt(1 - b2^t) (Appendix I.2)."""
+    adam = optax.scale_by_adam(b1=b1, b2=b2, eps=eps)
+
+    def update(grads, state, params=None):
+        first = state.count == 0
+        nu = jax.tree.map(lambda n, g: jnp.where(first, jnp.square(g), n), state.nu, grads)
+        return adam.update(grads, state._replace(nu=nu), params)
+
+    return optax.GradientTransformation(adam.init, update)
+
+
+def direction(name: str, h: Hyper, clip_norm: Optional[float]) -> optax.GradientTransformation:
+    """The update direction before the learning rate: -lr_t * direction is the step.
+
+    sgd: m = g + momentum * m (the paper's form; momentum 0 is plain SGD).
+    adam / gi_adam: m_hat / (sqrt(v_hat) + eps).
+    """
+    parts = [optax.clip_by_global_norm(clip_norm)] if clip_norm else []
+    if name == "sgd":
+        parts.append(optax.trace(decay=h.momentum))
+    elif name == "adam":
+        parts.append(optax.scale_by_adam(b1=h.b1, b2=h.b2, eps=h.eps))
+    elif name == "gi_adam":
+        parts.append(scale_by_gi_adam(b1=h.b1, b2=h.b2, eps=h.eps))
+    else:
+        raise ValueError(f"unknown optimizer '{name}'; allowed: sgd, adam, gi_adam")
+    return optax.chain(*parts)
+
+
+def is_adaptive(name: str) -> bool:
+    return name in ("adam", "gi_adam")
+
+
+def adam_state(opt_state: Any) -> optax.ScaleByAdamState:
+    """Find Adam's moment state inside a (possibly chained) optimizer state."""
+    leaves = jax.tree_util.tree_leaves(opt_state, is_leaf=lambda s: isinstance(s, optax.ScaleByAdamState))
+    for leaf in leaves:
+        if isinstance(leaf, optax.ScaleByAdamState):
+            return leaf
+    raise ValueError("optimizer state holds no Adam moments")
+
+
+def adam_preconditioner(nu: Any, count: jax.Array, h: Hyper, lr_scale: Any = None) -> Any:
+    """Diagonal of Adam's preconditioner P_t = (1 - b1^t) (sqrt(v_hat_t) + eps), so that the Adam
+    step is lr P^-1 m_t-ish and P^-1 H governs stability (Cohen et al. 2022).
+
+    Eq. 6 of the paper prints diag(v_hat) without the square root; Adam divides by sqrt(v_hat), and
+    the threshold (2 + 2 b1) / (lr (1 - b1)) refers to this P, so we keep the square root.
+    muP's per-layer Adam learning-rate factors divide P (a larger step is a smaller P).
+    """
+    t = jnp.maximum(count, 1).astype(jnp.float32)
+    bc1, bc2 = 1.0 - h.b1**t, 1.0 - h.b2**t
+    p = jax.tree.map(lambda v: bc1 * (jnp.sqrt(v / bc2) + h.eps), nu)
+    if lr_scale is not None:
+        p = jax.tree.map(lambda pi, s: pi / s, p, lr_scale)
+    return p
+
+
+def instability_threshold(name: str, lr_t: jax.Array, h: Hyper) -> jax.Array:
+    """Threshold of the curvature that governs stability for this optimizer:
+    sgd 2/lr (2 + 2 beta)/lr with momentum; adam (2 + 2 b1) / (lr (1 - b1)) for P^-1 H."""
+    if is_adaptive(name):
+        return (2.0 + 2.0 * h.b1) / (lr_t * (1.0 - h.b1))
+    return (2.0 + 2.0 * h.momentum) / lr_t

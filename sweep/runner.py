@@ -1,0 +1,213 @@
+"""From runs to stored records: load data, resolve lr units, train a cohort, classify, write.
+
+Used by `sweep run` (in-process), by SLURM tasks and by the stock @hydra.main entry point alike,
+so every path produces identical records.
+"""
+from __future__ import annotations
+
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import jax
+import numpy as np
+import pandas as pd
+
+from sweep import store
+from sweep.data.base import Dataset, load_dataset
+from sweep.engine import CohortPlan, CohortResult, CohortTrainer, plan_cohort
+from sweep.grid import Cohort, RunSpec
+from sweep.identity import lambda0_key, to_dict
+from sweep.workload import Workload, build_workload
+
+_DATA_CACHE: dict[str, Dataset] = {}
+
+
+def dataset_for(cfg: Any) -> Dataset:
+    """Load a data set once per process (a task often trains several cohorts on the same data)."""
+    key = repr(sorted(to_dict(cfg.data).items()))
+    if key not in _DATA_CACHE:
+        _DATA_CACHE.clear()
+        _DATA_CACHE[key] = load_dataset(cfg.data)
+    return _DATA_CACHE[key]
+
+
+def ensure_float64(cfgs: Sequence[Any]) -> None:
+    """float64 probes need jax's x64 mode, which must be on before arrays are made."""
+    if any(c.probe.dtype == "float64" for c in cfgs):
+        jax.config.update("jax_enable_x64", True)
+
+
+# ----------------------------------------------------------------------------- lambda0
+def initial_sharpness(workload: Workload, cfgs: Sequence[Any], sweep: Optional[Path]) -> np.ndarray:
+    """lambda0 of each member: read from the sweep's cache, or computed once per (shape group,
+    seed) and cached, so every lr and warmup of a group reuses it (the authors recompute it per lr)."""
+    values: list[Optional[float]] = []
+    cache_dir = sweep / "lambda0" if sweep is not None else None
+    for cfg in cfgs:
+        rec = _read_lambda0(cache_dir, lambda0_key(cfg)) if cache_dir else None
+        values.append(rec)
+    missing = [i for i, v in enumerate(values) if v is None]
+    if missing:
+        # one representative per distinct key
+        reps: dict[str, int] = {}
+        for i in missing:
+            reps.setdefault(lambda0_key(cfgs[i]), i)
+        plan = plan_cohort([cfgs[i] for i in reps.values()], lrs=[1.0] * len(reps), lr_inits=[0.0] * len(reps))
+        trainer = CohortTrainer(workload, plan)
+        computed = trainer.initial_sharpness()
+        for (key, _), lam in zip(reps.items(), computed):
+            if cache_dir:
+                store.atomic_write_json(cache_dir / f"{key}.json", {"lambda0": float(lam), "key": key})
+        by_key = dict(zip(reps.keys(), computed))
+        for i in missing:
+            values[i] = float(by_key[lambda0_key(cfgs[i])])
+    return np.asarray(values, np.float64)
+
+
+def _read_lambda0(cache_dir: Path, key: str) -> Optional[float]:
+    import json
+
+    try:
+        return float(json.loads((cache_dir / f"{key}.json").read_text())["lambda0"])
+    except (FileNotFoundError, KeyError, ValueError):
+        return None
+
+
+# ----------------------------------------------------------------------------- outcomes
+def classify(cfg: Any, divergence_step: Optional[int], final_train_acc: float, final_train_loss: float,
+             initial_loss: float, num_classes: int, task: str) -> str:
+    """diverged (loss NaN/inf or blow-up) > failed (no real learning) > converged.
+    Classification fails when final train accuracy < fail_acc_factor x chance; a language model
+    fails when its final train loss is not below (1 - lm_min_improvement) x its initial loss."""
+    if divergence_step is not None or not np.isfinite(final_train_loss):
+        return "diverged"
+    if task == "lm":
+        if final_train_loss > (1.0 - float(cfg.outcome.lm_min_improvement)) * initial_loss:
+            return "failed"
+        return "converged"
+    if final_train_acc < float(cfg.outcome.fail_acc_factor) / num_classes:
+        return "failed"
+    return "converged"
+
+
+def _nanmax(s: pd.Series) -> Optional[float]:
+    s = s.dropna()
+    return float(s.max()) if len(s) else None
+
+
+def _nanmin(s: pd.Series) -> Optional[float]:
+    s = s.dropna()
+    return float(s.min()) if len(s) else None
+
+
+def _last(s: pd.Series) -> Optional[float]:
+    s = s.dropna()
+    return float(s.iloc[-1]) if len(s) else None
+
+
+def summarize(cfg: Any, trace: pd.DataFrame, final: dict[str, float], divergence_step: Optional[int],
+              lr_abs: float, lr_init_abs: float, lambda0: Optional[float], dataset: Dataset,
+              steps_run: int) -> tuple[str, dict]:
+    initial_loss = float(trace["probe_loss"].iloc[0]) if len(trace) else float("nan")
+    lam0 = lambda0 if lambda0 is not None else (float(trace["sharpness"].iloc[0]) if len(trace) else None)
+    outcome = classify(cfg, divergence_step, final["final_train_acc"], final["final_train_loss"],
+                       initial_loss, dataset.num_classes, dataset.task)
+    test_acc = pd.concat([trace["test_acc"], pd.Series([final["final_test_acc"]])])
+    test_loss = pd.concat([trace["test_loss"], pd.Series([final["final_test_loss"]])])
+    summary = {
+        "lr": lr_abs,
+        "lr_init": lr_init_abs,
+        "lambda0": lam0,
+        "lr_units_of_lambda0": (lr_abs * lam0) if lam0 else None,
+        "divergence_step": divergence_step,
+        "initial_loss": initial_loss,
+        **{k: float(v) for k, v in final.items()},
+        "best_test_acc": _nanmax(test_acc),
+        "best_test_loss": _nanmin(test_loss),
+        "max_sharpness": _nanmax(trace["sharpness"]),
+        "final_sharpness": _last(trace["sharpness"]),
+        "initial_precond_sharpness": _last(trace["precond_sharpness"].iloc[:1]),
+        "final_precond_sharpness": _last(trace["precond_sharpness"]),
+        "steps_run": steps_run,
+        "total_hvps": int(trace["hvps"].sum()),
+        "eta_c": None,
+        "t_reach": None,
+        "t_save": None,
+    }
+    if dataset.task == "lm":
+        summary["final_test_perplexity"] = float(np.exp(min(final["final_test_loss"], 50.0)))
+    return outcome, summary
+
+
+# ----------------------------------------------------------------------------- records
+def _base_record(spec: RunSpec, sweep_name: str) -> dict:
+    return {"run_id": spec.run_id, "sweep_name": sweep_name, "config": to_dict(spec.cfg), "grid": spec.grid}
+
+
+def error_record(spec: RunSpec, sweep_name: str, exc: BaseException) -> dict:
+    """An exception becomes an `error` record (retried on re-run), with its traceback."""
+    rec = _base_record(spec, sweep_name)
+    rec.update(status="error", outcome="error", summary={}, error={
+        "type": exc.__class__.__name__, "message": str(exc)[:2000],
+        "traceback": "".join(traceback.format_exception(exc))[-20000:]})
+    rec.update(store.provenance())
+    return rec
+
+
+def pending_runs(cohort: Cohort, sweep: Path, force: bool) -> list[RunSpec]:
+    return [r for r in cohort.runs if force or not store.is_finished(sweep, r.run_id)]
+
+
+def run_cohort(cohort: Cohort, sweep: Path, *, force: bool = False,
+               progress: Optional[Callable[[int, int], None]] = None,
+               checkpointer: Any = None) -> list[dict]:
+    """Train the unfinished runs of a cohort and write their records. Returns the records.
+
+    Finished runs (terminal record) are skipped unless `force`. Any exception turns every member
+    into an `error` record (so a resubmit retries it) and is re-raised for the caller to report.
+    """
+    runs = pending_runs(cohort, sweep, force)
+    if not runs:
+        return []
+    sweep_name = sweep.name
+    cfgs = [r.cfg for r in runs]
+    try:
+        ensure_float64(cfgs)
+        t0 = time.perf_counter()
+        dataset = dataset_for(cfgs[0])
+        workload = build_workload(cfgs[0], dataset)
+        t_data = time.perf_counter() - t0
+        lambda0 = None
+        lr_abs = np.asarray([float(c.lr) for c in cfgs])
+        lr_init_abs = np.asarray([float(c.lr_init) for c in cfgs])
+        if str(getattr(cfgs[0].lr_unit, "value", cfgs[0].lr_unit)) == "sharpness":
+            lambda0 = initial_sharpness(workload, cfgs, sweep)
+            lr_abs, lr_init_abs = lr_abs / lambda0, lr_init_abs / lambda0
+        plan = plan_cohort(cfgs, lrs=lr_abs, lr_inits=lr_init_abs)
+        trainer = CohortTrainer(workload, plan)
+        cb = (lambda done: progress(done, trainer.steps + 1)) if progress else None
+        restored = checkpointer.restore(trainer) if checkpointer else None
+        kwargs = dict(restored) if restored else {}
+        result: CohortResult = trainer.run(progress=cb, on_chunk=checkpointer.save if checkpointer else None,
+                                           **kwargs)
+    except Exception as exc:  # noqa: BLE001 - recorded, then re-raised
+        for spec in runs:
+            store.write_run(sweep, spec.run_id, error_record(spec, sweep_name, exc), None)
+        raise
+    prov = store.provenance()
+    records = []
+    for m, spec in enumerate(runs):
+        final = {k: float(v[m]) for k, v in result.final.items()}
+        outcome, summary = summarize(
+            spec.cfg, result.traces[m], final, result.divergence_step[m], float(lr_abs[m]),
+            float(lr_init_abs[m]), None if lambda0 is None else float(lambda0[m]), dataset, result.steps_run)
+        rec = _base_record(spec, sweep_name)
+        rec.update(status="done", outcome=outcome, summary=summary, error=None,
+                   timings={**result.timings, "data_s": t_data, "cohort_size": len(runs)}, **prov)
+        store.write_run(sweep, spec.run_id, rec, result.traces[m])
+        records.append(rec)
+    if checkpointer:
+        checkpointer.clear()
+    return records

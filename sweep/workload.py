@@ -1,0 +1,143 @@
+"""A workload = model + data on the device + loss + metrics: everything a cohort shares.
+
+Arrays live here as device arrays and are passed to jitted functions as arguments (closing over
+large arrays makes XLA constant-fold them: seconds of compile, DESIGN.md).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sweep.data.base import Dataset
+from sweep.models import build_model
+
+PROBE_SEED = 12345  # the measurement batch is the same for every run of every sweep
+
+
+def mse_loss(logits: jax.Array, targets: jax.Array) -> jax.Array:
+    """0.5 * squared error summed over classes, averaged over examples (and tokens):
+    L = 1/(2B) sum_i ||f(x_i) - y_i||^2 with one-hot y. This normalization sets the sharpness scale
+    (a plain mean over classes would divide lambda by C/2)."""
+    return 0.5 * jnp.mean(jnp.sum(jnp.square(logits - targets), axis=-1))
+
+
+def xent_loss(logits: jax.Array, targets: jax.Array) -> jax.Array:
+    """Softmax cross-entropy with one-hot or soft (mixup) targets, averaged over examples/tokens."""
+    return jnp.mean(-jnp.sum(targets * jax.nn.log_softmax(logits), axis=-1))
+
+
+LOSSES: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {"mse": mse_loss, "xent": xent_loss}
+
+
+@dataclass
+class DeviceData:
+    """Device arrays of one data set (a pytree, so it can be a jit argument)."""
+
+    x_train: jax.Array
+    y_train: jax.Array
+    x_test: jax.Array
+    y_test: jax.Array
+    x_probe: jax.Array
+    y_probe: jax.Array
+    x_final: jax.Array  # training examples for the final train loss/accuracy
+    y_final: jax.Array
+
+
+jax.tree_util.register_dataclass(
+    DeviceData,
+    data_fields=["x_train", "y_train", "x_test", "y_test", "x_probe", "y_probe", "x_final", "y_final"],
+    meta_fields=[],
+)
+
+
+@dataclass
+class Workload:
+    model: nn.Module
+    dataset: Dataset
+    loss_name: str
+    data: DeviceData
+    mean: Optional[jax.Array]
+    std: Optional[jax.Array]
+
+    @property
+    def num_classes(self) -> int:
+        return self.dataset.num_classes
+
+    def prepare(self, x: jax.Array) -> jax.Array:
+        """uint8 images -> standardized float32, inside the step (images stay uint8 on device)."""
+        if x.dtype == jnp.uint8:
+            return (x.astype(jnp.float32) - self.mean) / self.std
+        return x
+
+    def targets(self, y: jax.Array) -> jax.Array:
+        """Integer labels -> one-hot float; soft labels (mixup) pass through."""
+        if jnp.issubdtype(y.dtype, jnp.integer):
+            return jax.nn.one_hot(y, self.num_classes, dtype=jnp.float32)
+        return y
+
+    def apply(self, params: Any, x: jax.Array, train: bool = False) -> jax.Array:
+        return self.model.apply({"params": params}, self.prepare(x), train=train)
+
+    def loss_and_accuracy(self, params: Any, x: jax.Array, y: jax.Array, train: bool = False):
+        logits = self.apply(params, x, train)
+        targets = self.targets(y).astype(logits.dtype)
+        loss = LOSSES[self.loss_name](logits, targets)
+        label = y if jnp.issubdtype(y.dtype, jnp.integer) else jnp.argmax(y, -1)
+        acc = jnp.mean((jnp.argmax(logits, -1) == label).astype(jnp.float32))
+        return loss, acc
+
+    def evaluate(self, params: Any, x: jax.Array, y: jax.Array, batch: int) -> tuple[jax.Array, jax.Array]:
+        """Mean loss and accuracy over (x, y) in fixed-size chunks (lax.map keeps memory flat).
+        len(x) must be a multiple of `batch` (the loader pads by trimming; see `_trim`)."""
+        xb = x.reshape((-1, batch) + x.shape[1:])
+        yb = y.reshape((-1, batch) + y.shape[1:])
+        losses, accs = jax.lax.map(lambda xy: self.loss_and_accuracy(params, xy[0], xy[1]), (xb, yb))
+        return jnp.mean(losses), jnp.mean(accs)
+
+
+def eval_batch_size(n: int, limit: int = 1000) -> int:
+    """Chunk size for evaluation: the largest divisor of n up to `limit` (no example dropped),
+    unless that is tiny, then `limit` (and the remainder of at most limit-1 examples is dropped)."""
+    if n <= limit:
+        return max(n, 1)
+    best = max(d for d in range(1, limit + 1) if n % d == 0)
+    return best if best >= limit // 4 else limit
+
+
+def _trim(x: np.ndarray, y: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray]:
+    n = (len(x) // batch) * batch
+    return x[:n], y[:n]
+
+
+def build_workload(cfg: Any, dataset: Dataset) -> Workload:
+    """Model from the config, arrays on the device, the fixed probe batch drawn once."""
+    model = build_model(cfg.model, cfg.param, dataset.num_classes)
+    rng = np.random.default_rng(PROBE_SEED)
+    order = rng.permutation(len(dataset.x_train))
+    n_probe = min(int(cfg.probe.batch_size), len(order))
+    probe_idx = np.sort(order[:n_probe])
+    n_final = min(int(cfg.probe.final_train_examples) or len(order), len(order))
+    final_idx = np.sort(order[:n_final])
+    eb = eval_batch_size(len(dataset.x_test))
+    x_test, y_test = _trim(dataset.x_test, dataset.y_test, eb)
+    fb = eval_batch_size(n_final)
+    x_final, y_final = _trim(dataset.x_train[final_idx], dataset.y_train[final_idx], fb)
+    data = DeviceData(
+        x_train=jnp.asarray(dataset.x_train),
+        y_train=jnp.asarray(dataset.y_train),
+        x_test=jnp.asarray(x_test),
+        y_test=jnp.asarray(y_test),
+        x_probe=jnp.asarray(dataset.x_train[probe_idx]),
+        y_probe=jnp.asarray(dataset.y_train[probe_idx]),
+        x_final=jnp.asarray(x_final),
+        y_final=jnp.asarray(y_final),
+    )
+    mean = None if dataset.mean is None else jnp.asarray(dataset.mean, jnp.float32)
+    std = None if dataset.std is None else jnp.asarray(dataset.std, jnp.float32)
+    return Workload(model, dataset, str(cfg.loss.value if hasattr(cfg.loss, "value") else cfg.loss),
+                    data, mean, std)
