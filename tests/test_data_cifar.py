@@ -185,6 +185,7 @@ def test_missing_data_without_network_is_one_line_with_the_fix(tmp_path, data_di
     assert "CIFAR-10 not found" in message and "download failed" in message
     assert f"download https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz into {tmp_path / 'empty'}" in message
     assert "data.root=DIR" in message
+    assert not (tmp_path / "empty").exists(), "a failed download should not create the data folder"
 
 
 def test_download_disabled_says_so(tmp_path, data_dir):

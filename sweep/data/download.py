@@ -81,13 +81,15 @@ def fetch(source: Source, dest_dir: Path, timeout: float = 60.0) -> Path:
     """
     from tqdm import tqdm
 
-    dest_dir.mkdir(parents=True, exist_ok=True)
     final = dest_dir / source.filename
     partial = dest_dir / f".{source.filename}.{os.getpid()}.part"
     try:
-        with urllib.request.urlopen(source.url, timeout=timeout) as response, open(partial, "wb") as out:
+        with urllib.request.urlopen(source.url, timeout=timeout) as response:
+            dest_dir.mkdir(parents=True, exist_ok=True)  # only once the server answered
             total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=source.filename, disable=None) as bar:
+            with open(partial, "wb") as out, tqdm(
+                total=total, unit="B", unit_scale=True, desc=source.filename, disable=None
+            ) as bar:
                 for block in iter(lambda: response.read(_CHUNK), b""):
                     out.write(block)
                     bar.update(len(block))
