@@ -52,9 +52,8 @@ def _decode(content: bytes, where: str) -> np.ndarray:
     return pixels
 
 
-def _index(location: Path) -> tuple[str, dict[str, str], list[str]]:
+def _index(location: Path, names: list[str]) -> tuple[str, dict[str, str], list[str]]:
     """(prefix inside the archive, {val image name: wnid}, sorted wnids)."""
-    names = archive.list_names(location)
     anchors = sorted((n for n in names if archive.basename(n) == "wnids.txt"), key=len)
     if not anchors:
         raise DataError(f"{location} has no wnids.txt; is it the official {SOURCE.filename} or its {FOLDER}/ folder?")
@@ -76,9 +75,9 @@ def _prepare(location: Path) -> dict[str, np.ndarray]:
 
     if location.is_file():
         verify(location, SOURCE)
-    prefix, val_labels, wnids = _index(location)
-    class_of = {w: i for i, w in enumerate(wnids)}
     names = archive.list_names(location)
+    prefix, val_labels, wnids = _index(location, names)
+    class_of = {w: i for i, w in enumerate(wnids)}
     train_names = sorted(
         n for n in names
         if n.startswith(f"{prefix}train/") and n.endswith(".JPEG") and n.split("/")[-2] == "images"
