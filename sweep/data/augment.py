@@ -5,9 +5,11 @@ jit-compiled, vmap-ed training step. `cfg` and `num_classes` are static: bind th
 functools.partial before jax.jit. The key is split the same way whatever is enabled, so
 turning mixup on does not change which images are flipped or how they are cropped.
 
-Call it on the raw batch (uint8 0-255 for image data sets), then `normalize_images`: crop
-padding is then black (0), as in the usual pad-then-normalize pipelines, and since
-normalization is affine, mixing before or after it gives the same images.
+Works on raw uint8 or on normalized float batches; the output images are float32 either way.
+The engine normalizes first (Workload.prepare), so crop padding is 0 in normalized units,
+i.e. the training-set mean pixel. Augmenting the raw uint8 batch instead pads with black;
+then normalize explicitly with `normalize_images` afterwards (a normalizer keyed on the uint8
+dtype would skip the float32 output). Mixup is the same either way: normalization is affine.
 Probe (measurement) batches are never augmented: the engine calls this on training
 minibatches only, so sharpness is always measured on the same fixed inputs.
 """
