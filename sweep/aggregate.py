@@ -1,0 +1,282 @@
+"""Run records -> two tables: `summary.parquet` (one row per run) and `traces.parquet` (long format).
+
+Incremental because sweeps are aggregated while they are still running and records keep arriving:
+an index of (run directory -> record/trace mtimes) lets a re-run read only new or changed runs.
+A corrupt record is reported on one line and skipped, so one bad file never hides a whole sweep.
+All three outputs are written atomically (temp file + os.replace); the index is written last, so
+an interrupted aggregation only causes re-reading, never stale tables.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from sweep.config import ConfigError
+
+log = logging.getLogger(__name__)
+
+SUMMARY_FILE = "summary.parquet"
+TRACES_FILE = "traces.parquet"
+INDEX_FILE = ".aggregate_index.json"
+INDEX_VERSION = 1
+
+REQUIRED_RECORD_KEYS = ("run_id", "outcome", "config", "grid", "summary")
+SUMMARY_METRICS = (
+    "lambda0", "divergence_step", "best_test_acc", "best_test_loss", "final_test_acc", "final_test_loss",
+    "final_train_loss", "final_train_acc", "max_sharpness", "final_sharpness", "initial_loss",
+    "steps_run", "eta_c", "t_reach", "t_save",
+)
+# trace column -> name in traces.parquet (the plotting vocabulary)
+TRACE_COLUMNS = {
+    "step": "step", "lr": "lr", "train_loss": "loss", "train_acc": "accuracy", "sharpness": "sharpness",
+    "precond_sharpness": "precond_sharpness", "threshold": "threshold", "probe_loss": "probe_loss",
+    "probe_acc": "probe_acc", "grad_norm": "grad_norm", "test_loss": "test_loss", "test_acc": "test_acc",
+}
+# summary columns copied onto every trace row so a trace can be selected and faceted on its own.
+# In traces `lr` is the per-step lr and `loss` the training loss, so the run's target lr and
+# loss function are renamed there; any other clash with a trace column gets a "run." prefix.
+TRACE_CONTEXT_RENAMES = {"lr": "target_lr", "lr_over_lambda0": "target_lr_over_lambda0", "loss": "loss_fn"}
+TRACE_CONTEXT_EXTRA = ("outcome", "lambda0", "divergence_step")
+
+
+class SweepDirError(ConfigError):
+    """The path given is not a sweep directory (no runs/ folder)."""
+
+
+class CorruptRecord(ValueError):
+    """A run directory whose record.json or trace.parquet cannot be used."""
+
+
+@dataclass
+class RunData:
+    """What one run contributes: its summary row and its (possibly empty) trace rows."""
+
+    summary: dict[str, Any]
+    trace: pd.DataFrame
+
+
+def standard_columns(config: dict[str, Any]) -> dict[str, Any]:
+    """The config values every phase diagram is sliced by, under short flat names."""
+    def sub(group: str, key: str = "name") -> Any:
+        value = config.get(group)
+        return value.get(key) if isinstance(value, dict) else value
+
+    optimizer = config.get("optimizer") if isinstance(config.get("optimizer"), dict) else {}
+    columns = {
+        "model": sub("model"), "param": sub("param"), "optimizer": sub("optimizer"),
+        "loss": config.get("loss"), "data": sub("data"), "warmup": config.get("warmup"),
+        "batch_size": config.get("batch_size"), "seed": config.get("seed"),
+        "lr_unit": config.get("lr_unit"), "lr_init": config.get("lr_init"), "steps": config.get("steps"),
+        "decay": config.get("decay"),
+    }
+    for key in ("momentum", "b1"):
+        if key in optimizer:
+            columns[key] = optimizer[key]
+    return columns
+
+
+def summary_row(record: dict[str, Any]) -> dict[str, Any]:
+    """One summary row: identity, swept grid keys, standard config columns, outcome and metrics.
+
+    `lr` is always the absolute target lr and `lr_over_lambda0` is lr * lambda0, i.e. the target lr
+    in units of 1/lambda0 (x in eta = x / lambda0); a grid key of the same name is overridden by them.
+    """
+    summary = record["summary"]
+    row: dict[str, Any] = {"run_id": record["run_id"], "sweep_name": record.get("sweep_name"),
+                           "status": record.get("status"), "outcome": record["outcome"]}
+    row.update(record["grid"])
+    row.update(standard_columns(record["config"]))
+    row["lr"] = summary.get("lr", record["config"].get("lr"))
+    row["lr_over_lambda0"] = summary.get("lr_units_of_lambda0")
+    for key in SUMMARY_METRICS:
+        row[key] = summary.get(key)
+    error = record.get("error")
+    row["error_type"] = error.get("type") if isinstance(error, dict) else None
+    return row
+
+
+def read_run(run_dir: Path) -> RunData:
+    """Read and check one run directory; raise CorruptRecord with a short reason on bad input."""
+    record_path = run_dir / "record.json"
+    try:
+        record = json.loads(record_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CorruptRecord(f"{record_path}: unreadable JSON ({exc.__class__.__name__}: {exc})") from exc
+    if not isinstance(record, dict):
+        raise CorruptRecord(f"{record_path}: expected a JSON object, got {type(record).__name__}")
+    missing = [key for key in REQUIRED_RECORD_KEYS if key not in record]
+    if missing:
+        raise CorruptRecord(f"{record_path}: missing keys {', '.join(missing)}")
+    for key in ("config", "grid", "summary"):
+        if not isinstance(record[key], dict):
+            raise CorruptRecord(f"{record_path}: '{key}' must be an object, got {type(record[key]).__name__}")
+    row = summary_row(record)
+
+    trace_path = run_dir / "trace.parquet"
+    if not trace_path.exists():
+        return RunData(row, pd.DataFrame())
+    try:
+        raw = pd.read_parquet(trace_path)
+    except Exception as exc:  # pyarrow raises many types for a damaged file
+        raise CorruptRecord(f"{trace_path}: unreadable parquet ({exc.__class__.__name__}: {exc})") from exc
+    if "step" not in raw.columns or "lr" not in raw.columns:
+        raise CorruptRecord(f"{trace_path}: missing columns step/lr")
+    trace = pd.DataFrame({new: raw[old] if old in raw.columns else float("nan")
+                          for old, new in TRACE_COLUMNS.items()})
+    for name, value in trace_context(row).items():
+        trace[name] = value
+    return RunData(row, trace)
+
+
+def trace_context(row: dict[str, Any]) -> dict[str, Any]:
+    """Summary values repeated on each trace row (grid keys, standard columns, outcome)."""
+    skip = set(SUMMARY_METRICS) - set(TRACE_CONTEXT_EXTRA) | {"sweep_name", "status", "error_type"}
+    context = {}
+    for key, value in row.items():
+        if key not in skip:
+            name = TRACE_CONTEXT_RENAMES.get(key, key)
+            context[f"run.{name}" if name in TRACE_COLUMNS.values() else name] = value
+    return context
+
+
+# ----------------------------------------------------------------------------- index + atomic I/O
+def _mtime_ns(path: Path) -> int | None:
+    try:
+        return path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return None
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Write through a temp file in the same folder, then rename: readers never see half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _parquet_safe(df: pd.DataFrame) -> pd.DataFrame:
+    """Columns mixing strings and numbers (a grid key swept over both) are stored as strings."""
+    out = df.copy()
+    for col in out.columns:
+        if out[col].dtype == object:
+            kinds = {type(v) for v in out[col].dropna()}
+            if len(kinds) > 1 and not kinds <= {int, float, bool}:
+                out[col] = out[col].map(lambda v: None if v is None or v != v else str(v))
+    return out
+
+
+def _write_parquet(df: pd.DataFrame, path: Path) -> None:
+    _atomic_write(path, lambda tmp: _parquet_safe(df).to_parquet(tmp, index=False))
+
+
+def _load_index(sweep_dir: Path) -> dict[str, dict[str, Any]]:
+    """The previous aggregation's index, or {} when it is absent, stale or its tables are gone."""
+    path = sweep_dir / INDEX_FILE
+    if not (path.exists() and (sweep_dir / SUMMARY_FILE).exists() and (sweep_dir / TRACES_FILE).exists()):
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return data.get("runs", {}) if data.get("version") == INDEX_VERSION else {}
+
+
+# ----------------------------------------------------------------------------- public API
+def runs_dir(sweep_dir: str | os.PathLike) -> Path:
+    path = Path(sweep_dir) / "runs"
+    if not path.is_dir():
+        raise SweepDirError(f"{sweep_dir}: not a sweep directory (no runs/ folder); pass results/<sweep_name>")
+    return path
+
+
+def aggregate(sweep_dir: str | os.PathLike, full: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Update and return (summary, traces) for a sweep, reading only new or changed run records.
+
+    `full=True` ignores the index and re-reads every record.
+    """
+    sweep_dir = Path(sweep_dir)
+    run_root = runs_dir(sweep_dir)
+    old_index = {} if full else _load_index(sweep_dir)
+    if old_index:
+        summary = pd.read_parquet(sweep_dir / SUMMARY_FILE)
+        traces = pd.read_parquet(sweep_dir / TRACES_FILE)
+    else:
+        summary, traces = pd.DataFrame(), pd.DataFrame()
+
+    index: dict[str, dict[str, Any]] = {}
+    new_rows: list[dict[str, Any]] = []
+    new_traces: list[pd.DataFrame] = []
+    stale_ids: set[str] = set()
+    for run_dir in sorted(p for p in run_root.iterdir() if p.is_dir()):
+        stamp = {"record_mtime_ns": _mtime_ns(run_dir / "record.json"),
+                 "trace_mtime_ns": _mtime_ns(run_dir / "trace.parquet")}
+        if stamp["record_mtime_ns"] is None:
+            continue  # run still in progress: no record yet
+        previous = old_index.get(run_dir.name)
+        if previous and all(previous.get(k) == v for k, v in stamp.items()):
+            index[run_dir.name] = previous
+            if previous.get("error"):
+                log.warning("skipped corrupt record %s", previous["error"])
+            continue
+        if previous and previous.get("run_id"):
+            stale_ids.add(previous["run_id"])
+        try:
+            run = read_run(run_dir)
+        except CorruptRecord as exc:
+            log.warning("skipped corrupt record %s", exc)
+            index[run_dir.name] = {**stamp, "run_id": None, "error": str(exc)}
+            continue
+        index[run_dir.name] = {**stamp, "run_id": run.summary["run_id"], "error": None}
+        stale_ids.add(run.summary["run_id"])
+        new_rows.append(run.summary)
+        if len(run.trace):
+            new_traces.append(run.trace)
+
+    # rows of runs that changed, or whose directory disappeared, are replaced or dropped
+    gone = {v["run_id"] for k, v in old_index.items() if k not in index and v.get("run_id")}
+    drop = stale_ids | gone
+    changed = bool(new_rows or drop or not old_index or set(old_index) != set(index))
+    if len(summary) and drop:
+        summary = summary[~summary["run_id"].isin(drop)]
+    if len(traces) and drop:
+        traces = traces[~traces["run_id"].isin(drop)]
+    if new_rows:
+        summary = pd.concat([summary, pd.DataFrame(new_rows)], ignore_index=True)
+    if new_traces:
+        traces = pd.concat([traces, *new_traces], ignore_index=True)
+    if len(summary):
+        summary = summary.sort_values("run_id", kind="stable").reset_index(drop=True)
+    if len(traces):
+        traces = traces.sort_values(["run_id", "step"], kind="stable").reset_index(drop=True)
+
+    if changed:
+        _write_parquet(summary, sweep_dir / SUMMARY_FILE)
+        _write_parquet(traces, sweep_dir / TRACES_FILE)
+        payload = json.dumps({"version": INDEX_VERSION, "runs": index}, indent=0, sort_keys=True)
+        _atomic_write(sweep_dir / INDEX_FILE, lambda tmp: Path(tmp).write_text(payload))
+        # hand back what a later call will read, so repeated calls give identical frames
+        summary = pd.read_parquet(sweep_dir / SUMMARY_FILE)
+        traces = pd.read_parquet(sweep_dir / TRACES_FILE)
+    return summary, traces
+
+
+def load_summary(sweep_dir: str | os.PathLike) -> pd.DataFrame:
+    """The sweep's summary table, aggregating first (incrementally) so it is never stale."""
+    return aggregate(sweep_dir)[0]
+
+
+def load_traces(sweep_dir: str | os.PathLike) -> pd.DataFrame:
+    """The sweep's long-format traces, aggregating first (incrementally)."""
+    return aggregate(sweep_dir)[1]

@@ -1,0 +1,622 @@
+"""Warmup phase diagrams from aggregated tables: a Python API for notebooks and `sweep plot`.
+
+Every drawing function takes DataFrames (summary.parquet / traces.parquet, see sweep.aggregate)
+and returns a matplotlib Figure; nothing here reads records. Conventions follow Kalra & Barkeshli
+(Figures 1, 3-5) and Gilmer et al. (Figure 2):
+- heatmaps live in the (target lr x warmup) plane on log-2 axes; diverged cells are left EMPTY,
+  failed cells are grey and hatched, errored cells carry a red 'E', cells never run a grey '?'.
+- a cell holding several seeds shows the mean over its converged runs; its state is the most
+  severe outcome among them (diverged > failed > error > converged), so one bad seed is visible.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # figures are files; no display on a cluster node
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib import colors as mcolors  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Patch, Rectangle  # noqa: E402
+from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
+
+from sweep.config import ConfigError  # noqa: E402
+
+SEVERITY = ("diverged", "failed", "error", "converged")  # most severe first
+MISSING = "missing"
+FAILED_STYLE = {"facecolor": "0.82", "edgecolor": "0.35", "hatch": "///", "linewidth": 0}
+NOT_FACETS = {
+    "run_id", "sweep_name", "status", "outcome", "error_type", "lr", "lr_over_lambda0", "warmup", "seed",
+    "lr_unit", "steps", "lambda0", "divergence_step", "best_test_acc", "best_test_loss", "final_test_acc",
+    "final_test_loss", "final_train_loss", "final_train_acc", "max_sharpness", "final_sharpness",
+    "initial_loss", "steps_run", "eta_c", "t_reach", "t_save", "target_lr", "target_lr_over_lambda0",
+    "step", "loss", "accuracy", "sharpness", "precond_sharpness", "threshold", "probe_loss", "probe_acc",
+    "grad_norm", "test_loss", "test_acc", "data_seed",
+}
+TRACE_VALUES = {"step", "lr", "loss", "accuracy", "sharpness", "precond_sharpness", "threshold", "probe_loss",
+                "probe_acc", "grad_norm", "test_loss", "test_acc"}
+MAX_PANELS = 24
+FACET_ORDER = ("param", "loss", "loss_fn", "optimizer", "model", "data", "batch_size", "momentum", "b1", "decay")
+DISPLAY = {"sp": "SP", "mup": "μP", "mse": "MSE", "xent": "cross-entropy", "sgd": "SGD", "adam": "Adam",
+           "gi_adam": "GI-Adam", "fcn": "FCN", "wrn": "WRN", "transformer": "Transformer"}
+# metric -> (label, unit or None for loss-dependent units, higher is better)
+LOG_SCALE_METRICS = {"t_reach", "max_sharpness", "final_sharpness", "lambda0", "eta_c"}  # span decades
+METRICS = {
+    "best_test_acc": ("best test accuracy", "fraction correct", True),
+    "final_test_acc": ("final test accuracy", "fraction correct", True),
+    "final_train_acc": ("final train accuracy", "fraction correct", True),
+    "best_test_loss": ("best test loss", None, False),
+    "final_test_loss": ("final test loss", None, False),
+    "final_train_loss": ("final train loss", None, False),
+    "max_sharpness": ("max sharpness λ", "Hessian top eigenvalue", False),
+    "final_sharpness": ("final sharpness λ", "Hessian top eigenvalue", False),
+    "lambda0": ("initial sharpness λ0", "Hessian top eigenvalue", False),
+    "t_reach": (r"$T_{\mathrm{reach}}$", r"steps to reach $\eta_{\mathrm{trgt}}$", False),
+    "t_save": (r"$T_{\mathrm{save}}$", "steps saved", True),
+    "divergence_step": ("divergence step", "steps", True),
+    "eta_c": ("η_c", "learning rate", True),
+}
+LOSS_UNITS = {"mse": "MSE", "xent": "cross-entropy, nats"}
+SHADES = ".:-=+*#%@"  # worst -> best converged value; ' ' is kept for "no cell"
+STATE_CHARS = {"diverged": "D", "failed": "F", "error": "E", MISSING: "?", "pending": "?"}
+
+
+# ----------------------------------------------------------------------------- small helpers
+def _log2_key(values: pd.Series) -> pd.Series:
+    """Grid values rounded in log2 so 3.9999999 and 4 land in one cell."""
+    return np.exp2(np.round(np.log2(values.astype(float)), 6))
+
+
+def lr_column(df: pd.DataFrame, lr_units: str = "auto", traces: bool = False) -> str:
+    """Column holding the target lr in the requested units ('absolute', 'lambda0' or 'auto').
+
+    'auto' picks lambda0 units when every run was configured in them (lr_unit=sharpness)."""
+    absolute, relative = ("target_lr", "target_lr_over_lambda0") if traces else ("lr", "lr_over_lambda0")
+    if lr_units == "auto":
+        units = df["lr_unit"].dropna().astype(str) if "lr_unit" in df else pd.Series([], dtype=str)
+        lr_units = "lambda0" if len(units) and (units == "sharpness").all() else "absolute"
+    if lr_units == "absolute":
+        return absolute
+    if lr_units != "lambda0":
+        raise ConfigError(f"lr units '{lr_units}': allowed absolute, lambda0, auto")
+    if relative not in df or df[relative].isna().all():
+        raise ConfigError("no lambda0 in the records (probe.sharpness was off?): use --lr-units absolute")
+    return relative
+
+
+def _pow2_text(value: float, mathtext: bool = True) -> str:
+    e = math.log2(value)
+    if abs(e - round(e)) < 1e-3:
+        exp = f"{round(e)}"
+    elif abs(2 * e - round(2 * e)) < 1e-3:
+        exp = f"{e:.1f}"
+    else:
+        return None
+    return f"2^{{{exp}}}" if mathtext else f"2^{exp}"
+
+
+def lr_tick_labels(values: Sequence[float], lr_col: str) -> list[str]:
+    """'2^x' (or '2^x/λ0' in lambda0 units); '2^x·10^m' for a power-of-ten base (the paper's
+    Adam grids 2^x x 1e-5); otherwise the plain value."""
+    suffix = r"/\lambda_0" if "lambda0" in lr_col else ""
+    texts = [_pow2_text(v) for v in values]
+    if all(texts):
+        return [f"${t}{suffix}$" for t in texts]
+    if len(values):
+        decade = 10.0 ** math.floor(math.log10(min(values)))
+        texts = [_pow2_text(v / decade) for v in values]
+        if all(texts):
+            return [f"${t}\cdot10^{{{round(math.log10(decade))}}}{suffix}$" for t in texts]
+    return [f"{v:.4g}" + ("/λ0" if suffix else "") for v in values]
+
+
+def warmup_tick_labels(values: Sequence[float]) -> list[str]:
+    texts = [_pow2_text(v) for v in values]
+    return [f"${t}$" if t else f"{v:g}" for t, v in zip(texts, values)]
+
+
+def metric_label(metric: str, df: pd.DataFrame | None = None) -> str:
+    """'best test accuracy (fraction correct)'; loss units follow the runs' loss function."""
+    name, unit, _ = METRICS.get(metric, (metric.replace("_", " "), None, True))
+    if unit is None and metric.endswith("loss"):
+        losses = sorted(df["loss"].dropna().astype(str).unique()) if df is not None and "loss" in df else []
+        unit = " / ".join(LOSS_UNITS.get(v, v) for v in losses) or None
+    return f"{name} ({unit})" if unit else name
+
+
+def higher_is_better(metric: str) -> bool:
+    return METRICS.get(metric, ("", None, not metric.endswith("loss")))[2]
+
+
+def _display(column: str, value: Any) -> str:
+    text = DISPLAY.get(str(value), str(value))
+    plain = ("param", "loss", "loss_fn", "optimizer", "model", "data", "param.name")
+    return text if column in plain else f"{column}={text}"
+
+
+def default_facets(df: pd.DataFrame) -> list[str]:
+    """Columns that vary across the sweep (besides lr, warmup, seed); duplicates of one grouping dropped."""
+    excluded = set(NOT_FACETS)
+    if "step" in df and "run_id" in df:  # a traces table: its `loss` is the training loss; one row per run
+        df = df.drop_duplicates("run_id")
+        excluded |= TRACE_VALUES
+    candidates = [c for c in FACET_ORDER if c in df and c not in excluded] + sorted(
+        c for c in df.columns if c not in FACET_ORDER and c not in excluded)
+    chosen: list[str] = []
+    groupings: list[tuple] = []
+    for col in candidates:
+        if df[col].nunique(dropna=True) < 2:
+            continue
+        grouping = tuple(df.groupby(col, dropna=False, sort=True).ngroup())
+        if grouping not in groupings:
+            chosen.append(col)
+            groupings.append(grouping)
+    return chosen
+
+
+def _parse_facet(df: pd.DataFrame, facet: str | Sequence[str] | None) -> list[str]:
+    if facet is None:
+        return default_facets(df)
+    cols = [c.strip() for c in facet.split(",")] if isinstance(facet, str) else list(facet)
+    if "step" in df:  # traces name the loss function loss_fn (their `loss` is the training loss)
+        cols = ["loss_fn" if c == "loss" else c for c in cols]
+    cols = [c for c in cols if c]
+    unknown = [c for c in cols if c not in df]
+    if unknown:
+        raise ConfigError(f"facet column(s) {', '.join(unknown)} not in the summary; "
+                          f"choose from: {', '.join(c for c in df.columns if c not in NOT_FACETS)}")
+    return cols
+
+
+def facet_groups(df: pd.DataFrame, facet: list[str]) -> list[tuple[dict[str, Any], pd.DataFrame]]:
+    """[(facet_value dict, rows)] in sorted order; one group with {} when there is no facet."""
+    if not facet:
+        return [({}, df)]
+    count = df.groupby(facet, dropna=False).ngroups
+    if count > MAX_PANELS:
+        raise ConfigError(f"facet {','.join(facet)} gives {count} panels (max {MAX_PANELS}): choose fewer "
+                          "columns with --facet, or filter the table first")
+    return [(dict(zip(facet, key if isinstance(key, tuple) else (key,))), rows)
+            for key, rows in df.groupby(facet, sort=True, dropna=False)]
+
+
+def _select(df: pd.DataFrame, facet_value: Mapping[str, Any] | None) -> pd.DataFrame:
+    for col, value in (facet_value or {}).items():
+        if col not in df:
+            raise ConfigError(f"facet column '{col}' not in the table")
+        df = df[df[col].isna()] if value is None or value != value else df[df[col] == value]
+    return df
+
+
+def _panel_title(facet_value: Mapping[str, Any]) -> str:
+    return " · ".join(_display(c, v) for c, v in facet_value.items())
+
+
+def _check_metric(df: pd.DataFrame, metric: str) -> None:
+    if metric not in df:
+        numeric = [c for c in df.columns if c in METRICS]
+        raise ConfigError(f"metric '{metric}' not in the summary; choose from: {', '.join(numeric)}")
+
+
+# ----------------------------------------------------------------------------- the cell tables
+def _cells(summary: pd.DataFrame, metric: str, lr_col: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(values, states) pivoted to rows = warmup, columns = lr, over the product of seen values."""
+    df = summary.assign(_x=_log2_key(summary[lr_col]), _y=_log2_key(summary["warmup"]))
+    df = df[np.isfinite(df["_x"]) & np.isfinite(df["_y"])]
+    xs, ys = sorted(df["_x"].unique()), sorted(df["_y"].unique())
+    rank = {s: i for i, s in enumerate(SEVERITY)}
+    outcome = df["outcome"].where(df["outcome"].isin(SEVERITY), "pending")
+    df = df.assign(_rank=outcome.map(lambda s: rank.get(s, len(SEVERITY))), _state=outcome,
+                   _value=pd.to_numeric(df[metric], errors="coerce").where(outcome == "converged"))
+    worst = df.sort_values("_rank", kind="stable").groupby(["_y", "_x"])["_state"].first()
+    states = worst.unstack("_x").reindex(index=ys, columns=xs).fillna(MISSING)
+    values = df.groupby(["_y", "_x"])["_value"].mean().unstack("_x").reindex(index=ys, columns=xs)
+    values = values.where(states == "converged")
+    for table in (states, values):
+        table.index.name, table.columns.name = "warmup", lr_col
+    return values.astype(float), states
+
+
+def heatmap_table(summary_df: pd.DataFrame, metric: str = "best_test_acc",
+                  facet_value: Mapping[str, Any] | None = None, lr_units: str = "auto") -> pd.DataFrame:
+    """The exact data behind one heatmap panel: rows = warmup, columns = target lr (in `lr_units`).
+
+    NaN wherever the cell is not a converged run (diverged, failed, error, never run);
+    `cell_states` tells which."""
+    _check_metric(summary_df, metric)
+    return _cells(_select(summary_df, facet_value), metric, lr_column(summary_df, lr_units))[0]
+
+
+def cell_states(summary_df: pd.DataFrame, facet_value: Mapping[str, Any] | None = None,
+                lr_units: str = "auto") -> pd.DataFrame:
+    """Outcome of each heatmap cell ('converged', 'diverged', 'failed', 'error', 'pending', 'missing')."""
+    lr_col = lr_column(summary_df, lr_units)
+    return _cells(_select(summary_df, facet_value), "outcome", lr_col)[1]
+
+
+# ----------------------------------------------------------------------------- heatmaps
+def _edges(centres: np.ndarray) -> np.ndarray:
+    """Cell edges halfway between centres in log2; a lone centre spans one octave."""
+    logs = np.log2(centres)
+    if len(logs) == 1:
+        return np.exp2(np.array([logs[0] - 0.5, logs[0] + 0.5]))
+    mids = (logs[1:] + logs[:-1]) / 2
+    return np.exp2(np.concatenate([[logs[0] - (mids[0] - logs[0])], mids, [logs[-1] + (logs[-1] - mids[-1])]]))
+
+
+def _set_log2_axes(ax, xs, ys, lr_col: str) -> None:
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log", base=2)
+    ax.xaxis.set_major_locator(FixedLocator(xs))
+    ax.yaxis.set_major_locator(FixedLocator(ys))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.yaxis.set_minor_locator(NullLocator())
+    labels = lr_tick_labels(xs, lr_col)
+    step = 1 if len(xs) <= 12 else 2  # thin crowded ticks: every other column keeps its label
+    labels = [t if i % step == 0 else "" for i, t in enumerate(labels)]
+    ax.set_xticklabels(labels, rotation=45 if len(xs) > 5 else 0, ha="right" if len(xs) > 5 else "center",
+                       rotation_mode="anchor", fontsize=9 if len(xs) <= 8 else 8)
+    ylabels = warmup_tick_labels(ys)
+    ax.set_yticklabels([t if i % (1 if len(ys) <= 14 else 2) == 0 else "" for i, t in enumerate(ylabels)],
+                       fontsize=9)
+    ax.set_xlabel(r"target learning rate $\eta_{\mathrm{trgt}}$")
+    ax.set_ylabel(r"warmup steps $T_{\mathrm{wrm}}$")
+
+
+def _draw_cells(ax, values: pd.DataFrame, states: pd.DataFrame, lr_col: str, cmap, norm,
+                annotate: bool, fmt: str):
+    xs, ys = values.columns.to_numpy(float), values.index.to_numpy(float)
+    xe, ye = _edges(xs), _edges(ys)
+    mesh = ax.pcolormesh(xe, ye, np.ma.masked_invalid(values.to_numpy(float)), cmap=cmap, norm=norm)
+    for i in range(len(ys)):
+        for j in range(len(xs)):
+            state, box = states.iat[i, j], (xe[j], ye[i], xe[j + 1] - xe[j], ye[i + 1] - ye[i])
+            centre = (math.sqrt(xe[j] * xe[j + 1]), math.sqrt(ye[i] * ye[i + 1]))
+            if state == "failed":
+                ax.add_patch(Rectangle(box[:2], box[2], box[3], **FAILED_STYLE))
+            elif state == "error":
+                ax.text(*centre, "E", color="tab:red", ha="center", va="center", fontweight="bold")
+            elif state in (MISSING, "pending"):
+                ax.text(*centre, "?", color="0.55", ha="center", va="center")
+            elif annotate and state == "converged" and np.isfinite(values.iat[i, j]):
+                rgba = cmap(norm(values.iat[i, j]))
+                light = 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2] > 0.55
+                ax.text(*centre, format(values.iat[i, j], fmt), ha="center", va="center",
+                        fontsize=6.5, color="black" if light else "white")
+    ax.set_xlim(xe[0], xe[-1])
+    ax.set_ylim(ye[0], ye[-1])
+    _set_log2_axes(ax, xs, ys, lr_col)
+    return mesh
+
+
+def _state_legend(fig, states_seen: set[str]) -> None:
+    handles = [Patch(facecolor="white", edgecolor="0.4", label="diverged (empty)"),
+               Patch(label="failed", **{**FAILED_STYLE, "linewidth": 0.5})]
+    if "error" in states_seen:
+        handles.append(Line2D([], [], ls="", marker="$E$", color="tab:red", label="error (crashed)"))
+    if states_seen & {MISSING, "pending"}:
+        handles.append(Line2D([], [], ls="", marker="$?$", color="0.55", label="not run yet"))
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False, fontsize=8)
+
+
+def _value_format(metric: str) -> str:
+    return ".0f" if metric in ("t_reach", "t_save", "divergence_step") else ".2f" if "acc" in metric else ".3g"
+
+
+def _context_title(df: pd.DataFrame, facet: Sequence[str]) -> str:
+    """What every panel shares (model, optimizer, data, loss, batch), for the figure title."""
+    parts = []
+    for col in ("model", "optimizer", "data", "loss", "param", "batch_size"):
+        if col in df and col not in facet and df[col].nunique(dropna=True) == 1:
+            value = df[col].dropna().iloc[0]
+            if col == "batch_size":
+                parts.append("full batch" if value == 0 else f"B={value}")
+            else:
+                parts.append(DISPLAY.get(str(value), str(value)))
+    return ", ".join(parts)
+
+
+def _grid_figure(n_panels: int, ncols: int | None = None, panel_size=(4.2, 3.6)):
+    ncols = ncols or min(n_panels, 3)
+    nrows = math.ceil(n_panels / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_size[0] * ncols, panel_size[1] * nrows + 0.6),
+                             layout="constrained", squeeze=False)
+    for ax in axes.flat[n_panels:]:
+        ax.remove()
+    return fig, list(axes.flat[:n_panels])
+
+
+def _colour_norm(metric: str, tables: list[pd.DataFrame]) -> mcolors.Normalize:
+    """Linear scale over the finite values; logarithmic for metrics spanning decades (T_reach, sharpness)."""
+    values = np.concatenate([t.to_numpy(float).ravel() for t in tables])
+    values = values[np.isfinite(values)]
+    lo, hi = (values.min(), values.max()) if values.size else (0.0, 1.0)
+    if metric in LOG_SCALE_METRICS and lo > 0 and hi > lo:
+        return mcolors.LogNorm(lo, hi)
+    return mcolors.Normalize(lo, hi if hi > lo else lo + 1e-12)
+
+
+def _phase_panels(summary: pd.DataFrame, panels: list[tuple[str, pd.DataFrame, str]], lr_col: str,
+                  annotate: bool, shared_scale: bool, ncols: int | None, title: str):
+    """Draw (title, rows, metric) panels; colour scales shared per metric when asked."""
+    fig, axes = _grid_figure(len(panels), ncols)
+    tables = [_cells(rows, metric, lr_col) for _, rows, metric in panels]
+    shared: dict[str, list[pd.DataFrame]] = {}
+    for (_, _, metric), (values, _) in zip(panels, tables):
+        shared.setdefault(metric, []).append(values)
+    seen: set[str] = set()
+    meshes = []
+    for ax, (panel_title, _, metric), (values, states) in zip(axes, panels, tables):
+        cmap = plt.get_cmap("viridis" if higher_is_better(metric) else "viridis_r")
+        norm = _colour_norm(metric, shared[metric] if shared_scale else [values])
+        mesh = _draw_cells(ax, values, states, lr_col, cmap, norm, annotate, _value_format(metric))
+        meshes.append((ax, mesh, metric))
+        ax.set_title(panel_title, fontsize=10)
+        seen |= set(states.to_numpy().ravel())
+    for metric in dict.fromkeys(m for _, _, m in panels):
+        own = [(ax, mesh) for ax, mesh, m in meshes if m == metric]
+        if shared_scale:
+            fig.colorbar(own[0][1], ax=[ax for ax, _ in own], label=metric_label(metric, summary), shrink=0.9)
+        else:
+            for ax, mesh in own:
+                fig.colorbar(mesh, ax=ax, label=metric_label(metric, summary))
+    _state_legend(fig, seen)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return fig
+
+
+def heatmap(summary_df: pd.DataFrame, metric: str = "best_test_acc", facet: str | Sequence[str] | None = None,
+            lr_units: str = "auto", annotate: bool = False, shared_scale: bool = False,
+            ncols: int | None = None) -> plt.Figure:
+    """Phase diagram of `metric` in the lr x warmup plane, one panel per facet value (Figures 3, 4).
+
+    facet: column name(s), e.g. "param,loss"; None = every column that varies besides lr/warmup/seed."""
+    _check_metric(summary_df, metric)
+    lr_col = lr_column(summary_df, lr_units)
+    facet_cols = _parse_facet(summary_df, facet)
+    panels = [(_panel_title(value), rows, metric) for value, rows in facet_groups(summary_df, facet_cols)]
+    if len(panels) > 1:
+        panels = [(f"({chr(97 + i)}) {t}", rows, m) for i, (t, rows, m) in enumerate(panels)]
+    title = f"{METRICS.get(metric, (metric,))[0]}: {_context_title(summary_df, facet_cols)}"
+    return _phase_panels(summary_df, panels, lr_col, annotate, shared_scale, ncols, title.rstrip(": "))
+
+
+def treach_tsave(summary_df: pd.DataFrame, facet: str | Sequence[str] | None = None, lr_units: str = "auto",
+                 annotate: bool = True) -> plt.Figure:
+    """T_reach and T_save heatmaps (Figure 5): one row per facet value, columns (a) T_reach (b) T_save."""
+    for metric in ("t_reach", "t_save"):
+        if metric not in summary_df or summary_df[metric].isna().all():
+            raise ConfigError(f"no {metric} in the summary: the sweep did not measure eta_c (lr_init=eta_c runs)")
+    lr_col = lr_column(summary_df, lr_units)
+    facet_cols = _parse_facet(summary_df, facet)
+    panels = []
+    for value, rows in facet_groups(summary_df, facet_cols):
+        for metric, name in (("t_reach", r"$T_{\mathrm{reach}}$"), ("t_save", r"$T_{\mathrm{save}}$")):
+            panels.append((" · ".join(filter(None, [name, _panel_title(value)])), rows, metric))
+    title = r"steps to reach $\eta_{\mathrm{trgt}}$ with $\eta_{\mathrm{init}}=\eta_c$: " + \
+        _context_title(summary_df, facet_cols)
+    return _phase_panels(summary_df, panels, lr_col, annotate, False, 2, title.rstrip(": "))
+
+
+# ----------------------------------------------------------------------------- trajectories
+def _sharpness_column(rows: pd.DataFrame) -> str:
+    """Adam's stability is governed by the preconditioned sharpness (its threshold is in `threshold`)."""
+    if "precond_sharpness" in rows and rows["precond_sharpness"].notna().any():
+        return "precond_sharpness"
+    return "sharpness"
+
+
+def _default_trajectory_lr(rows: pd.DataFrame, lr_col: str) -> float:
+    """The largest lr at which at least two warmups did not diverge: where catapults show."""
+    per_run = rows.drop_duplicates("run_id")
+    ok = per_run[per_run["outcome"] != "diverged"]
+    counts = ok.groupby(_log2_key(ok[lr_col]))["warmup"].nunique()
+    good = counts[counts >= 2]
+    if len(good):
+        return float(good.index.max())
+    return float(_log2_key(per_run[lr_col]).min())
+
+
+def trajectories(traces_df: pd.DataFrame, lr: float | None = None, lr_units: str = "auto",
+                 facet: str | Sequence[str] | None = None, warmups: Sequence[int] | None = None,
+                 loss_column: str = "loss") -> plt.Figure:
+    """Training loss and sharpness vs step for one target lr and several warmups (Figure 1).
+
+    One row per facet value, one colour per warmup; dashed curves are the instability threshold
+    from the trace (2/lr_t, (2+2b)/lr_t, or Adam's for the preconditioned sharpness). `lr` is in
+    `lr_units`; None picks, per facet, the largest lr where at least two warmups did not diverge."""
+    if traces_df.empty:
+        raise ConfigError("no traces in this sweep (no trace.parquet files yet)")
+    lr_col = lr_column(traces_df, lr_units, traces=True)
+    facet_cols = _parse_facet(traces_df, facet)
+    groups = facet_groups(traces_df, facet_cols)
+    fig, axes = plt.subplots(len(groups), 2, figsize=(10, 3.4 * len(groups) + 0.4), layout="constrained",
+                             squeeze=False)
+    all_warmups = sorted(traces_df["warmup"].dropna().unique())
+    cmap = plt.get_cmap("plasma")
+    colour = {w: cmap(0.85 * i / max(1, len(all_warmups) - 1)) for i, w in enumerate(all_warmups)}
+    for (value, rows), (ax_loss, ax_sharp) in zip(groups, axes):
+        target = _default_trajectory_lr(rows, lr_col) if lr is None else lr
+        chosen = rows[np.isclose(np.log2(rows[lr_col].astype(float)), math.log2(target), atol=1e-3)]
+        if chosen.empty:
+            available = ", ".join(f"{v:g}" for v in sorted(_log2_key(rows[lr_col]).unique()))
+            raise ConfigError(f"no runs at lr={target:g} ({lr_col}) in {_panel_title(value) or 'the sweep'}; "
+                              f"available: {available}")
+        if "seed" in chosen:
+            chosen = chosen[chosen["seed"] == chosen["seed"].min()]
+        if warmups is not None:
+            chosen = chosen[chosen["warmup"].isin(list(warmups))]
+        sharp_col = _sharpness_column(chosen)
+        for warmup, run in sorted(chosen.groupby("warmup"), key=lambda kv: kv[0]):
+            run = run.sort_values("step")
+            c = colour.get(warmup, "k")
+            label = f"$T_{{\\mathrm{{wrm}}}}={warmup_tick_labels([warmup])[0].strip('$')}$"
+            ax_loss.plot(run["step"], run[loss_column], color=c, lw=1.3, label=label)
+            ax_sharp.plot(run["step"], run[sharp_col], color=c, lw=1.3, label=label)
+            ax_sharp.plot(run["step"], run["threshold"], color=c, lw=1.0, ls="--", gid="threshold")
+            if (run["outcome"] == "diverged").any():
+                last = run[np.isfinite(run[loss_column].astype(float))].tail(1)
+                ax_loss.plot(last["step"], last[loss_column], marker="x", color=c, ms=7, mew=2, ls="")
+        lr_text = lr_tick_labels([target], lr_col)[0]
+        head = " · ".join(filter(None, [_panel_title(value), rf"$\eta_{{\mathrm{{trgt}}}}$ = {lr_text}"]))
+        ax_loss.set_title(f"{head}: training loss", fontsize=10)
+        ax_sharp.set_title(f"{head}: {'preconditioned ' if sharp_col == 'precond_sharpness' else ''}sharpness",
+                           fontsize=10)
+        for ax in (ax_loss, ax_sharp):
+            ax.set_xscale("symlog", linthresh=1)
+            ax.set_yscale("log")
+            ax.set_xlabel("step $t$")
+        loss_unit = LOSS_UNITS.get(str(chosen["loss_fn"].iloc[0])) if "loss_fn" in chosen else None
+        ax_loss.set_ylabel("training loss" + (f" ({loss_unit})" if loss_unit else ""))
+        ax_sharp.set_ylabel(r"$\lambda^{P^{-1}H}_t$" if sharp_col == "precond_sharpness" else r"$\lambda^H_t$")
+        handles, labels = ax_sharp.get_legend_handles_labels()
+        handles.append(Line2D([], [], color="0.3", ls="--", lw=1.0))
+        labels.append(r"threshold $2/\eta_t$" if sharp_col == "sharpness" else "instability threshold")
+        ax_sharp.legend(handles, labels, fontsize=7, loc="best", framealpha=0.8)
+    fig.suptitle("training trajectories (x: run diverged)", fontsize=11)
+    return fig
+
+
+# ----------------------------------------------------------------------------- Gilmer et al. Figure 2
+def _state_at_step(traces: pd.DataFrame, step: int, sharp_col: str) -> pd.DataFrame:
+    """Per run, the last probe at or before `step` with a finite sharpness (pre-divergence for diverged)."""
+    rows = traces[(traces["step"] <= step) & np.isfinite(traces[sharp_col].astype(float))]
+    return rows.sort_values("step").groupby("run_id").tail(1)
+
+
+def _initial_sharpness(rows: pd.DataFrame, trace: pd.DataFrame, sharp_col: str) -> pd.Series:
+    """Per run (aligned with `rows`): lambda0, or for Adam the preconditioned sharpness at the first probe."""
+    if sharp_col == "sharpness" or trace.empty:
+        return rows["lambda0"].astype(float)
+    first = trace.sort_values("step").groupby("run_id")[sharp_col].first()
+    return rows["run_id"].map(first).astype(float)
+
+
+def _stability_region(ax, c: float, points_y: np.ndarray) -> None:
+    """Dashed lambda = c/eta line with the unstable side tinted; limits keep both points and line."""
+    lo, hi = ax.get_xlim()
+    xs = np.geomspace(lo, hi, 50)
+    finite = points_y[np.isfinite(points_y) & (points_y > 0)]
+    y_lo = min([c / hi, *finite]) / 1.5
+    y_hi = max([c / lo, *finite]) * 1.5
+    ax.plot(xs, c / xs, "k--", lw=1)
+    ax.fill_between(xs, c / xs, y_hi, color="tab:red", alpha=0.07, lw=0)
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(y_lo, y_hi)
+
+
+def sharpness_scatter(summary_df: pd.DataFrame, traces_df: pd.DataFrame, step: int | None = None,
+                      facet: str | Sequence[str] | None = None) -> plt.Figure:
+    """Sharpness vs learning rate at initialization and at `step`, X = diverged (Gilmer et al. Fig. 2).
+
+    Left: sharpness at init (lambda0; Adam: preconditioned) against the target lr; right: sharpness
+    against lr_t at `step` (default: the longest warmup, capped at the last probe), for diverged runs
+    the last probe before divergence. The dashed line is the instability threshold lambda = c/eta
+    (c = threshold * lr from the traces: 2 for SGD, 2+2b with momentum, (2+2b1)/(1-b1) for Adam)."""
+    if "lambda0" not in summary_df or summary_df["lambda0"].isna().all():
+        raise ConfigError("no lambda0 in the records (probe.sharpness was off?): nothing to scatter")
+    if step is None:
+        step = int(summary_df["warmup"].max())
+        if len(traces_df):
+            step = min(step, int(traces_df["step"].max()))
+    facet_cols = _parse_facet(summary_df, facet)
+    groups = facet_groups(summary_df, facet_cols)
+    fig, axes = plt.subplots(len(groups), 2, figsize=(10, 3.6 * len(groups) + 0.5), layout="constrained",
+                             squeeze=False)
+    warm = summary_df["warmup"].astype(float)
+    norm = mcolors.LogNorm(warm.min(), max(warm.max(), warm.min() * 2))
+    cmap = plt.get_cmap("plasma")
+    marker = {"converged": "o", "failed": "s", "error": "d", "diverged": "X"}
+    thresholds = set()
+    for (value, rows), (ax0, ax1) in zip(groups, axes):
+        trace = traces_df[traces_df["run_id"].isin(rows["run_id"])] if len(traces_df) else traces_df
+        sharp_col = _sharpness_column(trace) if len(trace) else "sharpness"
+        c = float(np.nanmedian(trace["threshold"] * trace["lr"])) if len(trace) else 2.0
+        thresholds.add(round(c, 6))
+        rows = rows.assign(_init=_initial_sharpness(rows, trace, sharp_col).to_numpy())
+        at_step = _state_at_step(trace, step, sharp_col) if len(trace) else pd.DataFrame(
+            columns=["run_id", "lr", sharp_col])
+        at_step = at_step[["run_id", "lr", sharp_col]].merge(rows[["run_id", "outcome", "warmup"]], on="run_id")
+        ws = sorted(rows["warmup"].unique())
+        shift = {w: 2 ** (0.25 * (i / max(1, len(ws) - 1) - 0.5)) for i, w in enumerate(ws)}
+        for outcome, mk in marker.items():
+            style = dict(cmap=cmap, norm=norm, marker=mk, s=55 if mk == "X" else 24, edgecolors="k",
+                         linewidths=0.4)
+            init = rows[rows["outcome"] == outcome]
+            if len(init):
+                ax0.scatter(init["lr"] * init["warmup"].map(shift), init["_init"], c=init["warmup"], **style)
+            later = at_step[at_step["outcome"] == outcome]
+            if len(later):
+                ax1.scatter(later["lr"], later[sharp_col], c=later["warmup"], **style)
+        what = "preconditioned sharpness" if sharp_col == "precond_sharpness" else "sharpness"
+        for ax, xlabel, ylabel, ys in (
+            (ax0, r"target learning rate $\eta_{\mathrm{trgt}}$", f"{what} at init", rows["_init"]),
+            (ax1, rf"learning rate $\eta_t$ at step {step}", f"{what} at step {step}", at_step[sharp_col]),
+        ):
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            _stability_region(ax, c, np.asarray(ys, float))
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(ylabel)
+        head = " · ".join(filter(None, [_panel_title(value), f"c={c:.3g}" if len(groups) > 1 else ""]))
+        ax0.set_title(" · ".join(filter(None, [head, "at initialization"])), fontsize=10)
+        ax1.set_title(" · ".join(filter(None, [head, f"step {step} (diverged: last probe before)"])), fontsize=10)
+    handles = [Line2D([], [], ls="", marker=mk, color="0.6", mec="k", label=o) for o, mk in marker.items()
+               if (summary_df["outcome"] == o).any()]
+    c_text = f"{thresholds.pop():g}" if len(thresholds) == 1 else "c"
+    handles.append(Line2D([], [], color="k", ls="--", label=f"threshold λ = {c_text}/η (tinted: unstable)"))
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False, fontsize=8)
+    fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes.ravel().tolist(),
+                 label=r"warmup steps $T_{\mathrm{wrm}}$", shrink=0.8)
+    fig.suptitle("sharpness vs learning rate (left: x shifted slightly by warmup to separate points)",
+                 fontsize=10)
+    return fig
+
+
+# ----------------------------------------------------------------------------- text (for `sweep status`)
+def text_phase_diagram(summary_df: pd.DataFrame, metric: str = "best_test_acc",
+                       facet: str | Sequence[str] | None = None, lr_units: str = "auto") -> str:
+    """A phase diagram in characters, for a terminal over ssh: rows = warmup (longest on top),
+    columns = lr (increasing to the right), one character per cell.
+
+    Converged cells are shaded '.:-=+*#%@' from worst to best value of `metric` within the panel;
+    'D' diverged, 'F' failed, 'E' error, '?' not run yet."""
+    if summary_df.empty:
+        return "(no finished runs yet)"
+    _check_metric(summary_df, metric)
+    lr_col = lr_column(summary_df, lr_units)
+    facet_cols = _parse_facet(summary_df, facet)
+    better_high = higher_is_better(metric)
+    blocks = []
+    for value, rows in facet_groups(summary_df, facet_cols):
+        values, states = _cells(rows, metric, lr_col)
+        finite = values.to_numpy(float)[np.isfinite(values.to_numpy(float))]
+        lo, hi = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
+        ys = list(values.index)
+        width = max(len(f"2^{math.log2(y):g}") for y in ys) if ys else 4
+        lines = [f"[{_panel_title(value) or 'all runs'}] {metric}: '.' worst .. '@' best "
+                 f"({lo:.3g}..{hi:.3g}), D diverged, F failed, E error, ? not run"]
+        for i in reversed(range(len(ys))):
+            chars = []
+            for j in range(values.shape[1]):
+                state, v = states.iat[i, j], values.iat[i, j]
+                if state == "converged" and np.isfinite(v):
+                    frac = (v - lo) / (hi - lo) if hi > lo else 1.0
+                    frac = frac if better_high else 1 - frac
+                    chars.append(SHADES[min(len(SHADES) - 1, int(frac * len(SHADES)))])
+                else:
+                    chars.append(STATE_CHARS.get(state, "?"))
+            lines.append(f"{'2^' + format(math.log2(ys[i]), 'g'):>{width}} | {' '.join(chars)}")
+        xs = list(values.columns)
+        unit = "/λ0" if "lambda0" in lr_col else ""
+        lines.append(f"{'':>{width}}   lr {_pow2_text(xs[0], False) or f'{xs[0]:.3g}'}{unit} .. "
+                     f"{_pow2_text(xs[-1], False) or f'{xs[-1]:.3g}'}{unit} ({len(xs)} columns); rows: warmup")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
