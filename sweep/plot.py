@@ -112,7 +112,7 @@ def lr_tick_labels(values: Sequence[float], lr_col: str) -> list[str]:
         decade = 10.0 ** math.floor(math.log10(min(values)))
         texts = [_pow2_text(v / decade) for v in values]
         if all(texts):
-            return [f"${t}\cdot10^{{{round(math.log10(decade))}}}{suffix}$" for t in texts]
+            return [rf"${t}\cdot10^{{{round(math.log10(decade))}}}{suffix}$" for t in texts]
     return [f"{v:.4g}" + ("/λ0" if suffix else "") for v in values]
 
 
