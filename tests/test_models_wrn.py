@@ -61,12 +61,11 @@ def test_count_formula_other_shapes(depth, widen, classes):
 
 
 def init_and_apply(model: WideResNet, x: jax.Array):
-    """jit-compiled init and apply. The init key is an RBG key: XLA:CPU compiles the default
-    (partitionable threefry) random bits ~5x slower, ~30 s for a WRN-10-1 init on a busy
-    2-core machine; the model code never looks at the key's implementation."""
-    variables = jax.jit(model.init)(jax.random.key(0, impl="rbg"), x)
-    apply = jax.jit(lambda p, x: model.apply({"params": p}, x, train=False, capture_intermediates=True))
-    logits, state = apply(variables["params"], x)
+    """Eager init and apply (not jit): same-shape variants then share XLA's per-op compile
+    cache. The init key is an RBG key: XLA:CPU compiles the default (partitionable threefry)
+    random bits several times slower; the model code never looks at the key's implementation."""
+    variables = model.init(jax.random.key(0, impl="rbg"), x)
+    logits, state = model.apply({"params": variables["params"]}, x, train=False, capture_intermediates=True)
     return variables, np.asarray(logits), state["intermediates"]
 
 
