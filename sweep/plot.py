@@ -356,6 +356,7 @@ def _phase_panels(summary: pd.DataFrame, panels: list[tuple[str, pd.DataFrame, s
         cmap = plt.get_cmap("viridis" if higher_is_better(metric) else "viridis_r")
         norm = _colour_norm(metric, shared[metric] if shared_scale else [values])
         mesh = _draw_cells(ax, values, states, lr_col, cmap, norm, annotate, _value_format(metric))
+        ax.set_gid(f"phase:{metric}")  # lets notebooks and tests find the panels among colour bars
         meshes.append((ax, mesh, metric))
         ax.set_title(panel_title, fontsize=10)
         seen |= set(states.to_numpy().ravel())
@@ -443,6 +444,8 @@ def trajectories(traces_df: pd.DataFrame, lr: float | None = None, lr_units: str
     cmap = plt.get_cmap("plasma")
     colour = {w: cmap(0.85 * i / max(1, len(all_warmups) - 1)) for i, w in enumerate(all_warmups)}
     for (value, rows), (ax_loss, ax_sharp) in zip(groups, axes):
+        ax_loss.set_gid("trajectory:loss")
+        ax_sharp.set_gid("trajectory:sharpness")
         target = _default_trajectory_lr(rows, lr_col) if lr is None else lr
         chosen = rows[np.isclose(np.log2(rows[lr_col].astype(float)), math.log2(target), atol=1e-3)]
         if chosen.empty:
@@ -458,9 +461,9 @@ def trajectories(traces_df: pd.DataFrame, lr: float | None = None, lr_units: str
             run = run.sort_values("step")
             c = colour.get(warmup, "k")
             label = f"$T_{{\\mathrm{{wrm}}}}={warmup_tick_labels([warmup])[0].strip('$')}$"
-            ax_loss.plot(run["step"], run[loss_column], color=c, lw=1.3, label=label)
-            ax_sharp.plot(run["step"], run[sharp_col], color=c, lw=1.3, label=label)
-            ax_sharp.plot(run["step"], run["threshold"], color=c, lw=1.0, ls="--", gid="threshold")
+            ax_loss.plot(run["step"], run[loss_column], color=c, lw=1.3, label=label, gid=f"loss:{warmup}")
+            ax_sharp.plot(run["step"], run[sharp_col], color=c, lw=1.3, label=label, gid=f"sharpness:{warmup}")
+            ax_sharp.plot(run["step"], run["threshold"], color=c, lw=1.0, ls="--", gid=f"threshold:{warmup}")
             if (run["outcome"] == "diverged").any():
                 last = run[np.isfinite(run[loss_column].astype(float))].tail(1)
                 ax_loss.plot(last["step"], last[loss_column], marker="x", color=c, ms=7, mew=2, ls="")
@@ -546,9 +549,11 @@ def sharpness_scatter(summary_df: pd.DataFrame, traces_df: pd.DataFrame, step: i
         at_step = at_step[["run_id", "lr", sharp_col]].merge(rows[["run_id", "outcome", "warmup"]], on="run_id")
         ws = sorted(rows["warmup"].unique())
         shift = {w: 2 ** (0.25 * (i / max(1, len(ws) - 1) - 0.5)) for i, w in enumerate(ws)}
+        ax0.set_gid("scatter:init")
+        ax1.set_gid(f"scatter:step{step}")
         for outcome, mk in marker.items():
             style = dict(cmap=cmap, norm=norm, marker=mk, s=55 if mk == "X" else 24, edgecolors="k",
-                         linewidths=0.4)
+                         linewidths=0.4, gid=outcome)
             init = rows[rows["outcome"] == outcome]
             if len(init):
                 ax0.scatter(init["lr"] * init["warmup"].map(shift), init["_init"], c=init["warmup"], **style)

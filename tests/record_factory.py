@@ -90,7 +90,7 @@ def realistic_sweep(sweep_dir: Path, lr_exponents=range(0, 8), warmup_exponents=
                 lr, warmup = 2.0 ** x / lam, 2 ** k
                 margin = base + slope * k - x
                 outcome = "converged" if margin >= 1 else ("failed" if margin >= 0 else "diverged")
-                if (param, x, k) == (params[0], 1, warmup_exponents[1]):
+                if (param, x, k) == (params[0], 1, warmup_exponents[min(1, len(warmup_exponents) - 1)]):
                     outcome = "error"
                 acc = 0.6 + 0.3 * (1 - math.exp(-0.6 * (x + 1))) - 0.01 * k if outcome == "converged" else 0.1
                 metrics = {"best_test_acc": acc, "final_test_loss": 1.2 - acc,
