@@ -483,7 +483,7 @@ def trajectories(traces_df: pd.DataFrame, lr: float | None = None, lr_units: str
         handles.append(Line2D([], [], color="0.3", ls="--", lw=1.0))
         labels.append(r"threshold $2/\eta_t$" if sharp_col == "sharpness" else "instability threshold")
         ax_sharp.legend(handles, labels, fontsize=7, loc="best", framealpha=0.8)
-    fig.suptitle("training trajectories (x: run diverged)", fontsize=11)
+    fig.suptitle("training trajectories (×: last probe of a diverged run)", fontsize=11)
     return fig
 
 
