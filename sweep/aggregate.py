@@ -93,8 +93,13 @@ def summary_row(record: dict[str, Any]) -> dict[str, Any]:
                            "status": record.get("status"), "outcome": record["outcome"]}
     row.update(record["grid"])
     row.update(standard_columns(record["config"]))
-    row["lr"] = summary.get("lr", record["config"].get("lr"))
-    row["lr_over_lambda0"] = summary.get("lr_units_of_lambda0")
+    row["lr"], row["lr_over_lambda0"] = summary.get("lr"), summary.get("lr_units_of_lambda0")
+    if row["lr"] is None and row["lr_over_lambda0"] is None:  # error records carry no summary
+        configured = record["config"].get("lr")
+        in_lambda0 = str(record["config"].get("lr_unit")) in ("sharpness", "LrUnit.sharpness")
+        row["lr_over_lambda0" if in_lambda0 else "lr"] = configured
+    if summary.get("lr_init") is not None:
+        row["lr_init"] = summary["lr_init"]  # absolute, like lr
     for key in SUMMARY_METRICS:
         row[key] = summary.get(key)
     error = record.get("error")

@@ -190,3 +190,15 @@ def test_command_reports_counts_and_corrupt_files(sweep_dir, capsys):
     assert out.splitlines()[0].startswith("2 runs (1 converged, 1 diverged)")
     assert f"{sweep_dir / 'summary.parquet'}: 2 rows" in out
     assert err.count("\n") == 1 and "runs/a/record.json" in err
+
+
+@pytest.mark.parametrize("lr_unit, column", [("sharpness", "lr_over_lambda0"), ("absolute", "lr")])
+def test_error_record_without_summary_keeps_its_grid_position(tmp_path, lr_unit, column):
+    d = tmp_path / "err"
+    run = write_run(d, "e", lr=0.08, warmup=4, outcome="error", lr_unit=lr_unit)
+    record = json.loads((run / "record.json").read_text())
+    record["summary"] = {}  # what the engine writes for a crashed run
+    (run / "record.json").write_text(json.dumps(record))
+    row = agg.aggregate(d)[0].iloc[0]
+    assert row["outcome"] == "error" and row["error_type"] == "RuntimeError"
+    assert row[column] == pytest.approx(0.08 * 50.0 if lr_unit == "sharpness" else 0.08)
