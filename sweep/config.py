@@ -221,25 +221,41 @@ class CohortConfig:
     max_size: int = 16
 
 
+@dataclass
+class ExtendConfig:
+    """"Until divergence" (Appendix D.3.4): per line of the grid (every key fixed but lr), keep
+    adding lr * factor until a run diverges or fails, then `margin` more points."""
+
+    until_divergence: bool = False
+    factor: float = 2.0
+    margin: int = 1
+    max_points: int = 24
+
+
 # ----------------------------------------------------------------------------- execution
 @dataclass
 class ClusterConfig:
-    """Where tasks run. `local`: in this process; `submitit_local`; `slurm` through submitit."""
+    """Where tasks run: `local` (in this process), `submitit_local` (background processes through
+    submitit), `slurm` (a submitit job array). Presets: conf/cluster/*.yaml; every key overridable."""
 
     name: str = "local"
     executor: str = "local"  # local | submitit_local | slurm
     partition: Optional[str] = None
     account: Optional[str] = None
     qos: Optional[str] = None
-    timeout_min: int = 60
+    timeout_min: int = 60  # per task (one array element)
     gpus_per_node: int = 0
     cpus_per_task: int = 2
     mem_gb: Optional[int] = None
-    array_parallelism: int = 64
+    array_parallelism: int = 64  # at most this many tasks of one submission run at once
     cohorts_per_task: int = 1
-    setup: List[str] = field(default_factory=list)
+    setup: List[str] = field(default_factory=list)  # shell lines run before the task (module load ...)
     max_runs: int = 100000
-    additional_parameters: Any = field(default_factory=dict)
+    additional_parameters: Any = field(default_factory=dict)  # extra #SBATCH keys, e.g. {constraint: a100}
+    signal_delay_s: int = 120  # SLURM sends USR2 this long before the time limit: checkpoint + requeue
+    max_num_timeout: int = 3  # requeues after time limits before a task gives up
+    checkpoint_every_s: float = 600.0  # periodic checkpoint of a running cohort (plus one on preemption)
+    python: Optional[str] = None  # interpreter on the nodes (default: the one running `sweep submit`)
 
 
 # ----------------------------------------------------------------------------- top level
@@ -276,6 +292,7 @@ class Config:
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     outcome: OutcomeConfig = field(default_factory=OutcomeConfig)
     cohort: CohortConfig = field(default_factory=CohortConfig)
+    extend: ExtendConfig = field(default_factory=ExtendConfig)
     grid: Dict[str, Any] = field(default_factory=dict)  # experiment grids: key -> sweep string
     sweep_name: str = "default"
     results_dir: str = "results"
@@ -295,14 +312,12 @@ DATA_OPTIONS = {
     "wikitext2": WikiTextConfig,
 }
 
-CLUSTER_OPTIONS = {
-    "local": ClusterConfig,
-    "submitit_local": ClusterConfig(name="submitit_local", executor="submitit_local"),
-    "slurm": ClusterConfig(name="slurm", executor="slurm"),
-}
+# Cluster presets are YAML files (conf/cluster/*.yaml) validated by the ClusterConfig type of
+# Config.cluster; no ConfigStore entries of the same names (Hydra's deprecated schema matching).
+CLUSTER_OPTIONS: dict = {}
 
 # Keys that say where or how a run is executed, not what it computes: not part of run ids.
-EXECUTION_KEYS = ("sweep_name", "results_dir", "force", "cohort", "cluster", "grid")
+EXECUTION_KEYS = ("sweep_name", "results_dir", "force", "cohort", "cluster", "grid", "extend")
 
 
 def register_configs() -> None:
@@ -335,6 +350,8 @@ def validate(cfg: Any) -> None:
         (cfg.param.init_scale > 0, f"param.init_scale={cfg.param.init_scale}: must be > 0"),
         (cfg.param.name in ("sp", "mup"), f"param.name={cfg.param.name}: allowed sp, mup"),
         (cfg.cohort.max_size >= 1, f"cohort.max_size={cfg.cohort.max_size}: must be >= 1"),
+        (cfg.extend.factor > 1, f"extend.factor={cfg.extend.factor}: must be > 1"),
+        (cfg.extend.margin >= 0, f"extend.margin={cfg.extend.margin}: must be >= 0"),
     ]
     opt = cfg.optimizer
     if opt.name == "sgd":
@@ -360,6 +377,11 @@ def validate(cfg: Any) -> None:
         checks.append(
             (cfg.model.width % cfg.model.heads == 0,
              f"model.width={cfg.model.width} is not divisible by model.heads={cfg.model.heads}")
+        )
+    if cfg.model.name == "transformer" and cfg.data.name == "wikitext2":
+        checks.append(
+            (cfg.model.context == cfg.data.context,
+             f"model.context={cfg.model.context} != data.context={cfg.data.context}: set both to the same length")
         )
     if cfg.model.name == "wrn":
         checks.append(

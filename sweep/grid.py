@@ -7,6 +7,7 @@ is caught by the structured configs) and gets a stable run id.
 """
 from __future__ import annotations
 
+import copy
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +41,7 @@ def _parser():
     from hydra.core.override_parser.overrides_parser import OverridesParser, create_functions
     from hydra.core.override_parser.types import ChoiceSweep
 
-    def pow2(start: float, stop: float, step: float = 1.0) -> ChoiceSweep:
+    def pow2(start, stop, step=1.0):  # no annotations: Hydra type-checks them at call time
         """2^x for x = start, start+step, ..., stop (inclusive)."""
         n = int(round((stop - start) / step)) + 1
         return ChoiceSweep(list=[float(2.0 ** (start + i * step)) for i in range(n)])
@@ -109,21 +110,34 @@ def compose(overrides: Sequence[str], config_dir: Path = CONF_DIR) -> DictConfig
 
 
 def _explain(exc: BaseException) -> str:
-    """Hydra/OmegaConf messages are long; keep the line that names the key and the choices."""
+    """Turn Hydra/OmegaConf's multi-line errors into one line naming the key and the choices."""
+    import difflib
+    import re
+
+    from sweep import config as schema
+
     text = str(exc).strip()
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    first = lines[0] if lines else exc.__class__.__name__
-    if "Available options" in text:
-        opts = [ln.lstrip("\t -") for ln in lines if ln.startswith(("\t", "-"))]
-        idx = next((i for i, ln in enumerate(lines) if "Available options" in ln), 0)
-        opts = [ln.lstrip("- ") for ln in lines[idx + 1:]]
-        return f"{first} Allowed: {', '.join(opts)}"
-    if "full_key:" in text:
-        key = next((ln.split("full_key:")[1].strip() for ln in lines if "full_key:" in ln), "")
-        if "not in struct" in text or "Key '" in first and "is not" in first:
-            return f"unknown config key '{key}' ({first}); run `sweep run --help-config` to list keys"
+    missing = re.search(r"Could not find '([\w/]+)/([^']+)'", text)
+    if missing:
+        group, name = missing.groups()
+        opts = re.findall(r"^\t(\S+)$", text.split("Config search path")[0], flags=re.M)
+        return f"unknown {group} '{name}'; allowed: {', '.join(opts)} (e.g. {group}={opts[0] if opts else '...'})"
+    cause = exc.__cause__ or exc
+    ctext = str(cause).strip()
+    key_m = re.search(r"full_key: (\S+)", ctext)
+    key = key_m.group(1) if key_m else ""
+    first = ctext.splitlines()[0] if ctext else exc.__class__.__name__
+    unknown = re.search(r"Key '([^']+)' not in '(\w+)'", ctext)
+    if unknown:
+        name, owner = unknown.groups()
+        node = getattr(schema, owner, None)
+        fields = [f for f in getattr(node, "__dataclass_fields__", {}) if f != "defaults"]
+        close = difflib.get_close_matches(name, fields, n=1)
+        hint = f"; did you mean '{key.rsplit('.', 1)[0] + '.' if '.' in key else ''}{close[0]}'?" if close else ""
+        return f"unknown config key '{key or name}'{hint} (allowed here: {', '.join(fields)})"
+    if key:
         return f"{key}: {first}"
-    return first
+    return text.splitlines()[0] if text else exc.__class__.__name__
 
 
 def expand(overrides: Sequence[str], config_dir: Path = CONF_DIR, max_runs: Optional[int] = None) -> list[RunSpec]:
@@ -183,3 +197,41 @@ def make_cohorts(runs: Sequence[RunSpec], max_size: Optional[int] = None) -> lis
         for i in range(0, len(members), size):
             cohorts.append(Cohort(key, members[i:i + size]))
     return cohorts
+
+
+# ----------------------------------------------------------------------------- until divergence
+def line_key(cfg: Any) -> str:
+    """Runs on one line of the lr axis share every config value except lr."""
+    from sweep.identity import _drop, _hash, identity_dict
+
+    d = identity_dict(cfg)
+    _drop(d, "lr")
+    return _hash(d)
+
+
+def extend_until_divergence(runs: Sequence[RunSpec], outcomes: dict[str, Optional[str]]) -> list[RunSpec]:
+    """The next lr points to try, given the outcomes known so far (run_id -> outcome or None).
+
+    For each line: if no run has diverged or failed yet, add max(lr) * factor; if one has, add
+    points above the first unstable lr until `margin` of them exist. Lines with pending runs wait;
+    a line stops at `extend.max_points` lr values. Returns only runs not already in `runs`.
+    """
+    lines: dict[str, list[RunSpec]] = {}
+    for spec in runs:
+        if spec.cfg.extend.until_divergence:
+            lines.setdefault(line_key(spec.cfg), []).append(spec)
+    new: list[RunSpec] = []
+    for specs in lines.values():
+        if any(outcomes.get(s.run_id) in (None, "error") for s in specs):
+            continue
+        ext = specs[0].cfg.extend
+        lrs = sorted(float(s.cfg.lr) for s in specs)
+        unstable = sorted(float(s.cfg.lr) for s in specs if outcomes[s.run_id] in ("diverged", "failed"))
+        above = [lr for lr in lrs if unstable and lr > unstable[0]]
+        if len(lrs) >= int(ext.max_points) or (unstable and len(above) >= int(ext.margin)):
+            continue
+        top = max(specs, key=lambda s: float(s.cfg.lr))
+        cfg = copy.deepcopy(top.cfg)
+        cfg.lr = float(top.cfg.lr) * float(ext.factor)
+        new.append(RunSpec(run_id(cfg), cfg, {**top.grid, "lr": float(cfg.lr)}))
+    return new

@@ -19,6 +19,7 @@ from sweep.data.base import Dataset, load_dataset
 from sweep.engine import CohortPlan, CohortResult, CohortTrainer, plan_cohort
 from sweep.grid import Cohort, RunSpec
 from sweep.identity import lambda0_key, to_dict
+from sweep.runtime import configure_jax
 from sweep.workload import Workload, build_workload
 
 _DATA_CACHE: dict[str, Dataset] = {}
@@ -174,6 +175,7 @@ def run_cohort(cohort: Cohort, sweep: Path, *, force: bool = False,
     sweep_name = sweep.name
     cfgs = [r.cfg for r in runs]
     try:
+        configure_jax()
         ensure_float64(cfgs)
         t0 = time.perf_counter()
         dataset = dataset_for(cfgs[0])

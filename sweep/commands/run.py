@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+from typing import Sequence
 
 from tqdm import tqdm
 
@@ -12,29 +14,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true", help="list the runs and cohorts, train nothing")
 
 
-def command(args: argparse.Namespace) -> int:
-    from sweep import store
-    from sweep.grid import expand, make_cohorts
+def _print_record(rec: dict) -> None:
+    s, c = rec["summary"], rec["config"]
+    best = s.get("best_test_acc")
+    lam = s.get("lambda0")
+    print(f"  {rec['run_id']}  {rec['outcome']:9s}  lr={s['lr']:.4g}  warmup={c['warmup']}  "
+          f"param={c['param']['name']}  lambda0={lam if lam is None else f'{lam:.4g}'}  "
+          f"final_train_loss={s['final_train_loss']:.4g}  best_test_acc={best if best is None else f'{best:.3f}'}")
+
+
+def run_locally(runs: Sequence, sweep: Path, force: bool) -> int:
+    """Train every unfinished run, cohort by cohort, in this process. Returns the number of runs
+    that ended in an error record (the rest of the grid still runs)."""
+    from sweep.grid import make_cohorts
     from sweep.runner import pending_runs, run_cohort
 
-    runs = expand(args.overrides)
-    cfg0 = runs[0].cfg
-    sweep = store.sweep_dir(cfg0.results_dir, cfg0.sweep_name)
-    cohorts = make_cohorts(runs)
-    force = bool(cfg0.force)
-    todo = [c for c in cohorts if pending_runs(c, sweep, force)]
-    n_todo = sum(len(pending_runs(c, sweep, force)) for c in todo)
-    print(f"sweep '{cfg0.sweep_name}': {len(runs)} runs in {len(cohorts)} cohorts; "
-          f"{len(runs) - n_todo} already finished, {n_todo} to run -> {sweep}")
-    if args.dry_run:
-        for c in cohorts:
-            print(f"  cohort {c.key}: {len(c.runs)} runs: " + " ".join(r.run_id for r in c.runs))
-        return 0
+    todo = [c for c in make_cohorts(runs) if pending_runs(c, sweep, force)]
     failures = 0
     for i, cohort in enumerate(todo):
         members = pending_runs(cohort, sweep, force)
-        bar = tqdm(total=int(members[0].cfg.steps) + 1, unit="step", dynamic_ncols=True,
-                   desc=f"cohort {i + 1}/{len(todo)} ({len(members)} runs)", file=sys.stderr)
+        bar = tqdm(total=int(members[0].cfg.steps) + 1, unit="step", dynamic_ncols=True, file=sys.stderr,
+                   desc=f"cohort {i + 1}/{len(todo)} ({len(members)} runs)")
 
         def progress(done: int, total: int, bar=bar) -> None:
             bar.update(done - bar.n)
@@ -42,18 +42,44 @@ def command(args: argparse.Namespace) -> int:
         try:
             records = run_cohort(cohort, sweep, force=force, progress=progress)
         except Exception as exc:  # noqa: BLE001 - error records are written; keep going
-            bar.close()
             failures += len(members)
-            print(f"cohort {cohort.key} failed: {exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                  f" (error records written; a re-run retries them)", file=sys.stderr)
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            print(f"cohort {cohort.key} failed: {exc.__class__.__name__}: {first} "
+                  f"(error records written; a re-run retries them)", file=sys.stderr)
             continue
-        bar.close()
+        finally:
+            bar.close()
         for rec in records:
-            s = rec["summary"]
-            print(f"  {rec['run_id']}  {rec['outcome']:9s}  lr={s['lr']:.4g}  "
-                  f"warmup={rec['config']['warmup']}  param={rec['config']['param']['name']}  "
-                  f"lambda0={s['lambda0']:.4g}  final_train_loss={s['final_train_loss']:.4g}  "
-                  f"best_test_acc={s['best_test_acc'] if s['best_test_acc'] is not None else float('nan'):.3f}")
+            _print_record(rec)
+    return failures
+
+
+def command(args: argparse.Namespace) -> int:
+    from sweep import store
+    from sweep.grid import expand, extend_until_divergence, make_cohorts
+    from sweep.runner import pending_runs
+
+    runs = expand(args.overrides)
+    cfg0 = runs[0].cfg
+    sweep = store.sweep_dir(cfg0.results_dir, cfg0.sweep_name)
+    force = bool(cfg0.force)
+    cohorts = make_cohorts(runs)
+    n_todo = sum(len(pending_runs(c, sweep, force)) for c in cohorts)
+    print(f"sweep '{cfg0.sweep_name}': {len(runs)} runs in {len(cohorts)} cohorts; "
+          f"{len(runs) - n_todo} already finished, {n_todo} to run -> {sweep}")
+    if args.dry_run:
+        for c in cohorts:
+            print(f"  cohort {c.key}: {len(c.runs)} runs: " + " ".join(r.run_id for r in c.runs))
+        return 0
+    failures = run_locally(runs, sweep, force)
+    while True:  # "until divergence": grow each lr line until it diverges or fails (+ margin)
+        outcomes = {r.run_id: (store.read_record(sweep, r.run_id) or {}).get("outcome") for r in runs}
+        new = extend_until_divergence(runs, outcomes)
+        if not new:
+            break
+        print(f"extending the lr axis: {len(new)} more runs")
+        runs = list(runs) + new
+        failures += run_locally(new, sweep, force)
     print(f"results: {sweep}/runs/<run_id>/record.json and trace.parquet")
-    print(f"next: sweep status {sweep}   |   sweep plot {sweep}")
+    print(f"next: sweep status {sweep}   |   draw the phase diagram: sweep plot {sweep}")
     return 1 if failures else 0

@@ -1,0 +1,115 @@
+"""The cohort engine: stability boundary on a quadratic, cohort == runs alone, frozen divergence."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from sweep.engine import CohortTrainer, plan_cohort, probe_mask
+from sweep.grid import Cohort, RunSpec
+from sweep.identity import run_id
+from sweep.runner import dataset_for, run_cohort
+from sweep.workload import build_workload
+
+SMALL = ["data=synthetic", "model.width=16", "model.depth=3", "steps=24", "probe.every=4",
+         "probe.batch_size=64", "batch_size=32", "probe.lanczos_iters=30", "probe.lanczos_tol=1e-7"]
+
+
+def _train(cfgs):
+    ds = dataset_for(cfgs[0])
+    trainer = CohortTrainer(build_workload(cfgs[0], ds), plan_cohort(cfgs), chunk=8)
+    return trainer.run()
+
+
+def test_quadratic_stability_boundary(compose_cfg, tmp_path):
+    """A linear model with MSE is a quadratic with top curvature lam = lambda_max(X^T X / N):
+    full-batch GD is stable for lr < 2/lam and diverges above it."""
+    base = ["data=synthetic", "model.depth=1", "model.use_bias=false", "batch_size=0", "steps=300",
+            "probe.every=50", "probe.lanczos_iters=40", "probe.lanczos_tol=1e-8"]
+    cfg = compose_cfg(*base)
+    x = dataset_for(cfg).x_train.astype(np.float64)
+    lam = np.linalg.eigvalsh(x.T @ x / len(x))[-1]
+    cfgs = [compose_cfg(*base, f"lr={c / lam}") for c in (1.9, 2.1)]
+    cohort = Cohort("q", [RunSpec(run_id(c), c, {}) for c in cfgs])
+    stable, unstable = run_cohort(cohort, tmp_path / "q")
+    assert stable["summary"]["lambda0"] == pytest.approx(lam, rel=1e-4)
+    assert stable["outcome"] == "converged"
+    assert unstable["outcome"] == "diverged"
+    assert unstable["summary"]["divergence_step"] is not None
+
+
+def test_cohort_equals_runs_alone(compose_cfg):
+    """Members of a cohort follow the same trajectories as the same runs trained alone
+    (up to float32 reassociation from vectorization: rtol 1e-4 on every trace column)."""
+    cfgs = [compose_cfg(*SMALL, "lr=0.05"), compose_cfg(*SMALL, "lr=0.2", "warmup=8"),
+            compose_cfg(*SMALL, "lr=0.1", "seed=3", "optimizer.momentum=0.5")]
+    together = _train(cfgs)
+    for m, cfg in enumerate(cfgs):
+        alone = _train([cfg])
+        pd.testing.assert_frame_equal(together.traces[m], alone.traces[0], rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(together.final["final_train_loss"][m], alone.final["final_train_loss"][0],
+                                   rtol=1e-4)
+
+
+def test_diverged_member_is_frozen_and_others_untouched(compose_cfg):
+    """Swap one member for a diverging one: the others stay bit-identical; the diverged member
+    stops at its divergence step and reports NaN afterwards."""
+    a, b = compose_cfg(*SMALL, "lr=0.05"), compose_cfg(*SMALL, "lr=0.1", "warmup=4")
+    tame, wild = compose_cfg(*SMALL, "lr=0.02"), compose_cfg(*SMALL, "lr=500.0")
+    ref = _train([a, b, tame])
+    res = _train([a, b, wild])
+    for m in (0, 1):
+        pd.testing.assert_frame_equal(res.traces[m], ref.traces[m], check_exact=True)
+    assert res.divergence_step[2] is not None and ref.divergence_step[2] is None
+    div = res.divergence_step[2]
+    after = res.traces[2][res.traces[2].step > div]
+    assert len(after) and after["probe_loss"].isna().all()
+    for m in (0, 1):
+        assert np.isfinite(res.traces[m]["probe_loss"]).all()
+
+
+def test_all_diverged_stops_early(compose_cfg):
+    cfgs = [compose_cfg(*SMALL, "lr=500.0", "steps=64"), compose_cfg(*SMALL, "lr=800.0", "steps=64")]
+    res = _train(cfgs)
+    assert all(s is not None for s in res.divergence_step)
+    assert res.steps_run < 64
+
+
+def test_probe_schedule(compose_cfg):
+    cfg = compose_cfg("steps=100", "probe.dense_steps=5", "probe.every=25")
+    assert list(np.flatnonzero(probe_mask(cfg))) == [0, 1, 2, 3, 4, 5, 25, 50, 75, 100]
+    cfg = compose_cfg("steps=1000", "probe.log_points=4")
+    assert list(np.flatnonzero(probe_mask(cfg))) == [0, 1, 10, 100, 1000]
+
+
+def test_adam_engine_matches_optax_adam(compose_cfg):
+    """The engine's Adam trajectory (full batch) equals a plain optax.adam loop."""
+    import jax
+    import optax
+
+    cfg = compose_cfg(*SMALL, "optimizer=adam", "lr=0.01", "batch_size=0", "steps=5", "probe.every=5",
+                      "probe.sharpness=false", "probe.precond_sharpness=false")
+    ds = dataset_for(cfg)
+    w = build_workload(cfg, ds)
+    trainer = CohortTrainer(w, plan_cohort([cfg]), chunk=8)
+    carry = trainer.initial_state()
+    params = jax.tree.map(lambda p: p[0], carry.members.params)
+    res = trainer.run(carry=trainer.initial_state())
+    tx = optax.adam(0.01)
+    state = tx.init(params)
+    for _ in range(5):
+        g = jax.grad(lambda p: w.loss_and_accuracy(p, w.data.x_train, w.data.y_train)[0])(params)
+        u, state = tx.update(g, state, params)
+        params = optax.apply_updates(params, u)
+    loss = float(w.loss_and_accuracy(params, w.data.x_probe, w.data.y_probe)[0])
+    assert res.traces[0]["probe_loss"].iloc[-1] == pytest.approx(loss, rel=1e-5)
+
+
+def test_adam_preconditioned_sharpness_recorded(compose_cfg):
+    cfgs = [compose_cfg(*SMALL, "optimizer=adam", "lr=0.001"), compose_cfg(*SMALL, "optimizer=gi_adam", "lr=0.001")]
+    adam = _train([cfgs[0]]).traces[0]
+    gi = _train([cfgs[1]]).traces[0]
+    assert adam["precond_sharpness"].notna().all()
+    # threshold column is Adam's (2 + 2 b1) / (lr (1 - b1)) = 38 / lr
+    np.testing.assert_allclose(adam["threshold"], 38.0 / adam["lr"], rtol=1e-5)
+    # GI-Adam's initial preconditioned sharpness is ~sqrt(1 - b2) of Adam's (Section 6.2)
+    ratio = gi["precond_sharpness"].iloc[0] / adam["precond_sharpness"].iloc[0]
+    assert ratio == pytest.approx(np.sqrt(1 - 0.999), rel=0.05)
