@@ -11,6 +11,7 @@ and returns a matplotlib Figure; nothing here reads records. Conventions follow 
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -368,8 +369,9 @@ def _phase_panels(summary: pd.DataFrame, panels: list[tuple[str, pd.DataFrame, s
             for ax, mesh in own:
                 fig.colorbar(mesh, ax=ax, label=metric_label(metric, summary))
     _state_legend(fig, seen)
-    if title:
-        fig.suptitle(title, fontsize=11)
+    if title:  # wrapped to the figure width: a one-panel figure is narrow
+        width = int(fig.get_figwidth() * 11)
+        fig.suptitle(textwrap.fill(title, width) if "$" not in title else title, fontsize=11)
     return fig
 
 
@@ -425,6 +427,15 @@ def _default_trajectory_lr(rows: pd.DataFrame, lr_col: str) -> float:
     return float(_log2_key(per_run[lr_col]).min())
 
 
+def _until_last_finite(run: pd.DataFrame, column: str) -> pd.DataFrame:
+    """A diverged run is frozen but keeps probe rows (NaN loss, constant lr): cut them off, so its
+    threshold curve does not run on past the divergence."""
+    finite = np.isfinite(run[column].astype(float).to_numpy())
+    if not finite.any() or (run["outcome"] != "diverged").all():
+        return run
+    return run.iloc[: int(np.flatnonzero(finite)[-1]) + 1]
+
+
 def trajectories(traces_df: pd.DataFrame, lr: float | None = None, lr_units: str = "auto",
                  facet: str | Sequence[str] | None = None, warmups: Sequence[int] | None = None,
                  loss_column: str = "loss") -> plt.Figure:
@@ -458,7 +469,7 @@ def trajectories(traces_df: pd.DataFrame, lr: float | None = None, lr_units: str
             chosen = chosen[chosen["warmup"].isin(list(warmups))]
         sharp_col = _sharpness_column(chosen)
         for warmup, run in sorted(chosen.groupby("warmup"), key=lambda kv: kv[0]):
-            run = run.sort_values("step")
+            run = _until_last_finite(run.sort_values("step"), loss_column)
             c = colour.get(warmup, "k")
             label = f"$T_{{\\mathrm{{wrm}}}}={warmup_tick_labels([warmup])[0].strip('$')}$"
             ax_loss.plot(run["step"], run[loss_column], color=c, lw=1.3, label=label, gid=f"loss:{warmup}")

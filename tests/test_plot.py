@@ -281,3 +281,16 @@ def test_plot_command_default_formats_and_user_errors(tmp_path, capsys):
     assert main(["plot", str(d), "--kind", "treach"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: no t_reach") and err.count("\n") == 1
+
+
+def test_diverged_trajectory_stops_at_its_last_finite_probe(tmp_path):
+    d = tmp_path / "frozen"
+    trace = toy_trace(0.5, 2, 50.0, 20)
+    trace.loc[trace.step > 7, ["train_loss", "sharpness"]] = np.nan  # frozen member: NaN rows go on
+    write_run(d, "x", lr=0.5, warmup=2, outcome="diverged", trace=trace)
+    write_run(d, "y", lr=0.5, warmup=4, trace=toy_trace(0.5, 4, 50.0, 20))
+    fig = plot.trajectories(agg.aggregate(d)[1], lr=0.5, lr_units="absolute")
+    (ax,) = panels(fig, "trajectory:sharpness")
+    lines = {ln.get_gid(): ln for ln in ax.lines}
+    assert list(lines["threshold:2"].get_xdata()) == list(range(8))
+    assert len(lines["threshold:4"].get_xdata()) == 21
