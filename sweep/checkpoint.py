@@ -62,6 +62,7 @@ class Checkpointer:
         self.fingerprint: Optional[str] = None
         self.requested = False
         self.saves = 0
+        self.restored_start: Optional[int] = None  # step the last restore() resumed at
         self._last_save = time.monotonic()
         self._chunks = 0
 
@@ -105,6 +106,7 @@ class Checkpointer:
         finally:
             mgr.close()
         log.info("resuming %s at step %d", self.directory, meta["start"])
+        self.restored_start = int(meta["start"])
         return {"carry": state.carry, "start": int(meta["start"]), "rows": arrays_to_rows(state.rows)}
 
     def save(self, carry: Any, next_start: int, rows: list) -> bool:

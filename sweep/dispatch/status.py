@@ -1,0 +1,149 @@
+"""Where a sweep stands: every run's state from its record or, without a terminal record, from
+the SLURM state of the task that owns it in the newest submission that contains it."""
+from __future__ import annotations
+
+import json
+import shlex
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import pandas as pd
+
+from sweep import store
+from sweep.config import ConfigError
+from sweep.dispatch import jobs
+from sweep.dispatch import manifest as mf
+
+STATES = ("converged", "diverged", "failed", "error", "pending", "running", "preempted", "timeout",
+          "cancelled", "lost", "unknown")
+NEEDS_RESUBMIT = ("error", "preempted", "timeout", "cancelled", "lost")
+JOB_TO_RUN = {
+    "PENDING": "pending", "REQUEUED": "pending", "REQUEUE_HOLD": "pending", "REQUEUE_FED": "pending",
+    "CONFIGURING": "pending", "RESV_DEL_HOLD": "pending",
+    "RUNNING": "running", "COMPLETING": "running", "SUSPENDED": "running", "SIGNALING": "running",
+    "STAGE_OUT": "running", "RESIZING": "running",
+    "PREEMPTED": "preempted", "TIMEOUT": "timeout", "DEADLINE": "timeout", "CANCELLED": "cancelled",
+    # the job ended but left no record for this run: crashed, killed, out of memory...
+    "COMPLETED": "lost", "FAILED": "lost", "NODE_FAIL": "lost", "OUT_OF_MEMORY": "lost", "BOOT_FAIL": "lost",
+    "ENDED": "lost",
+}
+
+
+@dataclass
+class SweepStatus:
+    sweep: Path
+    states: dict[str, str]  # run_id -> state
+    records: dict[str, dict]
+    pending_configs: dict[str, dict]  # run_id -> {"grid", "config"} of runs without a record
+    latest: Optional[dict] = None  # the newest manifest
+    job_error: Optional[str] = None  # why job states are unknown
+    counts: Counter = field(default_factory=Counter)
+
+
+def _records(sweep: Path) -> dict[str, dict]:
+    out = {}
+    runs = sweep / "runs"
+    if runs.is_dir():
+        for d in runs.iterdir():
+            try:
+                rec = json.loads((d / store.RECORD).read_text())
+                out[rec.get("run_id", d.name)] = rec
+            except (OSError, ValueError):
+                continue
+    return out
+
+
+def sweep_status(sweep: str | Path) -> SweepStatus:
+    sweep = Path(sweep)
+    if not (sweep / "runs").is_dir() and not (sweep / mf.SUBMISSIONS).is_dir():
+        raise ConfigError(f"{sweep}: not a sweep directory (no runs/ or submissions/); pass results/<sweep_name>")
+    records = _records(sweep)
+    owner: dict[str, tuple[dict, dict]] = {}  # run_id -> (manifest, run entry) of the newest submission
+    manifests = []
+    for path in mf.all_manifests(sweep):
+        try:
+            data = mf.read(path)
+        except (OSError, ValueError):
+            continue
+        manifests.append(data)
+        for rid, entry in mf.runs_of(data).items():
+            owner[rid] = (data, entry)
+    job_states: dict[str, str] = {}
+    job_error = None
+    wanted: dict[str, set] = {}
+    for rid, (data, entry) in owner.items():
+        if records.get(rid, {}).get("outcome") not in store.TERMINAL_OUTCOMES and entry["job_id"]:
+            wanted.setdefault(data["cluster"].get("executor", "slurm"), set()).add(entry["job_id"])
+    for executor, ids in wanted.items():
+        try:
+            job_states.update(jobs.job_states(executor, ids) or {})
+        except Exception as exc:  # noqa: BLE001 - shown, not fatal: records still count
+            job_error = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+    states, pending = {}, {}
+    for rid in sorted(set(records) | set(owner)):
+        outcome = records.get(rid, {}).get("outcome")
+        entry = owner.get(rid, (None, None))[1]
+        job_state = job_states.get(str(entry["job_id"])) if entry and entry["job_id"] else None
+        run_state = JOB_TO_RUN.get(job_state or "", None)
+        if outcome in store.TERMINAL_OUTCOMES:
+            states[rid] = outcome
+        elif run_state in ("pending", "running"):  # (re)tried right now, even if an error record exists
+            states[rid] = run_state
+        elif outcome == "error":
+            states[rid] = "error"
+        elif entry is None:
+            states[rid] = "unknown"
+        elif entry["job_id"] is None:  # an in-process submission that never wrote this record
+            states[rid] = "lost"
+        else:
+            states[rid] = run_state or ("unknown" if job_error else "pending")
+        if rid not in records and entry is not None:
+            pending[rid] = {"grid": entry["grid"], "config": entry["config"]}
+    return SweepStatus(sweep, states, records, pending, manifests[-1] if manifests else None, job_error,
+                       Counter(states.values()))
+
+
+def summary_frame(status: SweepStatus) -> pd.DataFrame:
+    """One row per run for the text phase diagram; runs without a record carry their state as
+    outcome (drawn as '?')."""
+    from sweep.aggregate import summary_row
+
+    rows = []
+    for rid, state in status.states.items():
+        rec = status.records.get(rid)
+        if rec is None or state not in store.TERMINAL_OUTCOMES + ("error",):
+            src = status.pending_configs.get(rid) or {"grid": rec.get("grid", {}), "config": rec.get("config", {})}
+            rec = {"run_id": rid, "outcome": state, "status": state, "summary": {}, **src}
+        try:
+            row = summary_row(rec)
+        except (KeyError, TypeError, AttributeError):
+            continue
+        if row.get("lr_over_lambda0") is None and row.get("lr_unit") == "sharpness":
+            row["lr_over_lambda0"] = rec["config"].get("lr")  # configured in units of 1/lambda0
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def format_status(status: SweepStatus) -> str:
+    lines = []
+    n = sum(status.counts.values())
+    head = f"sweep {status.sweep.name}: {n} runs"
+    if status.latest:
+        m = status.latest
+        ex = m["cluster"].get("executor")
+        job = f", job {m['job_id']}" if m.get("job_id") else ""
+        head += f" (latest submission {m['submission']}: {ex}{job}, {len(m['tasks'])} tasks)"
+    lines.append(head)
+    lines.append("  " + "  ".join(f"{s} {status.counts.get(s, 0)}" for s in STATES
+                                  if status.counts.get(s, 0) or s in STATES[:6]))
+    if status.job_error:
+        lines.append(f"  job states unavailable: {status.job_error}")
+    redo = sum(status.counts.get(s, 0) for s in NEEDS_RESUBMIT)
+    if redo:
+        why = ", ".join(f"{status.counts[s]} {s}" for s in NEEDS_RESUBMIT if status.counts.get(s))
+        again = f"sweep submit {' '.join(shlex.quote(o) for o in status.latest['overrides'])}" if status.latest \
+            else "sweep submit <the same overrides>"
+        lines.append(f"  {redo} runs to finish ({why}); resubmit: {again}")
+    return "\n".join(lines)
