@@ -83,6 +83,9 @@ class ParamConfig:
     sigma_w2: float = 2.0
     sigma_w2_last: float = 1.0
     init_scale: float = 1.0
+    # jax: sigma is the untruncated normal's std (paper footnote; variance 0.774 sigma^2/fan_in);
+    # exact: rescaled to variance sigma^2/fan_in
+    truncation: str = "jax"
     # muP + Adam: per-layer learning-rate factors of Appendix D.2.1; False = "simple-muP".
     adam_lr_factors: bool = False
 
@@ -349,6 +352,7 @@ def validate(cfg: Any) -> None:
         (cfg.probe.dtype in ("float32", "float64"), f"probe.dtype={cfg.probe.dtype}: allowed float32, float64"),
         (cfg.param.init_scale > 0, f"param.init_scale={cfg.param.init_scale}: must be > 0"),
         (cfg.param.name in ("sp", "mup"), f"param.name={cfg.param.name}: allowed sp, mup"),
+        (cfg.param.truncation in ("jax", "exact"), f"param.truncation={cfg.param.truncation}: allowed jax, exact"),
         (cfg.cohort.max_size >= 1, f"cohort.max_size={cfg.cohort.max_size}: must be >= 1"),
         (cfg.extend.factor > 1, f"extend.factor={cfg.extend.factor}: must be > 1"),
         (cfg.extend.margin >= 0, f"extend.margin={cfg.extend.margin}: must be >= 0"),

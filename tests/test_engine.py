@@ -20,13 +20,14 @@ def _train(cfgs):
 
 
 def test_quadratic_stability_boundary(compose_cfg, tmp_path):
-    """A linear model with MSE is a quadratic with top curvature lam = lambda_max(X^T X / N):
+    """A linear model with MSE is a quadratic with top curvature lam = (2/C) lambda_max(X^T X / N):
     full-batch GD is stable for lr < 2/lam and diverges above it."""
     base = ["data=synthetic", "model.depth=1", "model.use_bias=false", "batch_size=0", "steps=300",
             "probe.every=50", "probe.lanczos_iters=40", "probe.lanczos_tol=1e-8"]
     cfg = compose_cfg(*base)
     x = dataset_for(cfg).x_train.astype(np.float64)
-    lam = np.linalg.eigvalsh(x.T @ x / len(x))[-1]
+    # L = 1/(N C) sum ||W x - y||^2 has Hessian (2 / (N C)) X^T X (x) I_C
+    lam = 2.0 / dataset_for(cfg).num_classes * np.linalg.eigvalsh(x.T @ x / len(x))[-1]
     cfgs = [compose_cfg(*base, f"lr={c / lam}") for c in (1.9, 2.1)]
     cohort = Cohort("q", [RunSpec(run_id(c), c, {}) for c in cfgs])
     stable, unstable = run_cohort(cohort, tmp_path / "q")

@@ -139,7 +139,7 @@ def test_lr_scale_mirrors_params_and_roles():
 def test_sp_init_variances():
     """Embedding coordinates ~ variance 1 (not scaled by a fan); matmuls sigma_w2/fan_in
     (2/width for blocks, 1/width for the readout)."""
-    model = TransformerLM(512, depth=1, width=128, heads=4, context=8)
+    model = TransformerLM(512, depth=1, width=128, heads=4, context=8, scheme=Scheme("sp", truncation="exact"))
     p = init(model, jnp.zeros((1, 8), jnp.int32))["params"]
     assert float(jnp.var(p["embed"]["embedding"])) == pytest.approx(1.0, rel=0.03)
     assert float(jnp.var(p["blocks_0"]["mlp"]["fc_in"]["kernel"])) == pytest.approx(2 / 128, rel=0.03)

@@ -62,18 +62,24 @@ def test_layer_scaling_rejects_unknown_names(param, role):
 
 def test_truncated_normal_variance_and_support():
     std = 0.3
-    w = np.asarray(truncated_normal_init(std)(jax.random.PRNGKey(0), (1000, 1000)))
+    w = np.asarray(truncated_normal_init(std, "exact")(jax.random.PRNGKey(0), (1000, 1000)))
     assert w.var() == pytest.approx(std**2, rel=0.02)
     # truncated at 2 std of the underlying normal, which is std / 0.8796 here
     assert np.abs(w).max() <= 2 * std / 0.87962566 + 1e-6
     assert np.abs(w).max() > 1.9 * std / 0.87962566
+    # "jax": std of the untruncated normal (jax.nn.initializers.truncated_normal), variance 0.774 std^2
+    w = np.asarray(truncated_normal_init(std, "jax")(jax.random.PRNGKey(0), (1000, 1000)))
+    ref = np.asarray(jax.nn.initializers.truncated_normal(std)(jax.random.PRNGKey(0), (1000, 1000)))
+    assert w.var() == pytest.approx(0.87962566**2 * std**2, rel=0.02)
+    assert ref.var() == pytest.approx(w.var(), rel=0.02)
+    assert np.abs(w).max() <= 2 * std + 1e-6
 
 
 def test_dense_and_conv_kernel_variance_is_sigma_w2_over_fan_in():
-    dense = ParamDense(512, "hidden", Scheme("sp", sigma_w2=2.0))
+    dense = ParamDense(512, "hidden", Scheme("sp", sigma_w2=2.0, truncation="exact"))
     k = dense.init(jax.random.PRNGKey(1), jnp.zeros((1, 1024)))["params"]["kernel"]
     assert float(jnp.var(k)) == pytest.approx(2.0 / 1024, rel=0.02)
-    conv = ParamConv(256, 3, 1, "hidden", Scheme("sp", sigma_w2=2.0))
+    conv = ParamConv(256, 3, 1, "hidden", Scheme("sp", sigma_w2=2.0, truncation="exact"))
     k = conv.init(jax.random.PRNGKey(2), jnp.zeros((1, 4, 4, 64)))["params"]["kernel"]
     assert k.shape == (3, 3, 64, 256)
     assert float(jnp.var(k)) == pytest.approx(2.0 / (9 * 64), rel=0.02)  # fan_in = k*k*C_in
@@ -113,7 +119,7 @@ def test_fcn_mup_initial_output_is_sqrt_width_smaller():
 def test_embed_is_a_lookup_with_unit_variance_and_mup_multiplier():
     tokens = jnp.array([[3, 0, 3]])
     for param in ("sp", "mup"):
-        emb = ParamEmbed(200, 256, Scheme(param))
+        emb = ParamEmbed(200, 256, Scheme(param, truncation="exact"))
         variables = emb.init(jax.random.PRNGKey(0), tokens)
         table = np.asarray(variables["params"]["embedding"])
         out = np.asarray(emb.apply({"params": variables["params"]}, tokens))

@@ -8,8 +8,12 @@ output multiplier, and (muP + Adam only) a per-layer learning-rate factor:
   muP in/hidden W ~ TN(0, s2/fan_out)                          multiplier sqrt(fan_out/fan_in)
   muP output    W ~ TN(0, s2/fan_in)                           multiplier 1/sqrt(fan_in)
 
-TN is a normal truncated at +-2 std, rescaled so its variance is exactly the one written
-(jax's variance_scaling convention). At initialization muP's input and hidden layers compute
+TN is a normal truncated at +-2 std. With `truncation="jax"` (the default, the paper's footnote:
+jax.nn.initializers.truncated_normal) the std written is that of the *untruncated* normal, so the
+actual variance is 0.774 x the one written, as in the authors' code; with this convention and the
+mean-squared-error normalization of sweep.workload, FCN-4-512 in SP on a 5k CIFAR-10 subset starts
+at lambda0 ~ 53 (the paper: ~ 50). `truncation="exact"` rescales so the variance is exactly the
+one written (jax's variance_scaling convention). At initialization muP's input and hidden layers compute
 the same function as SP; only the readout is 1/sqrt(fan_in) smaller, which is what makes
 muP networks start flat (lambda0 ~ 1/width of SP's). The init-scale multiplier alpha of
 Gilmer et al. multiplies every weight. Adam learning-rate factors for muP (input
@@ -52,11 +56,18 @@ def layer_scaling(param: str, role: str, fan_in: int, fan_out: int, sigma_w2: fl
     return LayerScaling(math.sqrt(sigma_w2 / fan_out), math.sqrt(fan_out / fan_in), lr_factor)
 
 
-def truncated_normal_init(std: float):
-    """TN(0, std^2) truncated at +-2 std with the variance correction."""
+TRUNCATIONS = ("jax", "exact")
+
+
+def truncated_normal_init(std: float, truncation: str = "jax"):
+    """N(0, std^2) truncated at +-2 std. "jax": std of the underlying normal (variance 0.774 std^2,
+    like jax.nn.initializers.truncated_normal); "exact": rescaled to variance std^2."""
+    if truncation not in TRUNCATIONS:
+        raise ValueError(f"truncation {truncation!r} is not one of {TRUNCATIONS}")
+    scale = std / _TRUNC_STD if truncation == "exact" else std
 
     def init(key: jax.Array, shape: Sequence[int], dtype: Any = jnp.float32) -> jax.Array:
-        return jax.random.truncated_normal(key, -2.0, 2.0, shape, dtype) * (std / _TRUNC_STD)
+        return jax.random.truncated_normal(key, -2.0, 2.0, shape, dtype) * scale
 
     return init
 
@@ -69,10 +80,12 @@ class Scheme:
     sigma_w2: float = 2.0
     sigma_w2_last: float = 1.0
     init_scale: float = 1.0
+    truncation: str = "jax"
 
     @classmethod
     def from_config(cls, cfg: Any) -> "Scheme":
-        return cls(cfg.name, float(cfg.sigma_w2), float(cfg.sigma_w2_last), float(cfg.init_scale))
+        return cls(cfg.name, float(cfg.sigma_w2), float(cfg.sigma_w2_last), float(cfg.init_scale),
+                   str(getattr(cfg, "truncation", "jax")))
 
     def scaling(self, role: str, fan_in: int, fan_out: int) -> LayerScaling:
         s2 = self.sigma_w2_last if role == "output" else self.sigma_w2
@@ -84,7 +97,7 @@ class _ScaledLayer(nn.Module):
 
     def make_kernel(self, scheme: Scheme, role: str, shape: tuple, fan_in: int, fan_out: int):
         sc = scheme.scaling(role, fan_in, fan_out)
-        kernel = self.param("kernel", truncated_normal_init(sc.init_std * scheme.init_scale), shape)
+        kernel = self.param("kernel", truncated_normal_init(sc.init_std * scheme.init_scale, scheme.truncation), shape)
         self._record_lr_scale("kernel", sc)
         return kernel, sc
 
@@ -172,7 +185,7 @@ class ParamEmbed(_ScaledLayer):
     @nn.compact
     def __call__(self, tokens: jax.Array) -> jax.Array:
         sc = layer_scaling(self.scheme.param, "input", 1, self.features, self.sigma2)
-        table = self.param("embedding", truncated_normal_init(sc.init_std * self.scheme.init_scale),
+        table = self.param("embedding", truncated_normal_init(sc.init_std * self.scheme.init_scale, self.scheme.truncation),
                            (self.num_embeddings, self.features))
         self._record_lr_scale("embedding", sc)
         return jnp.take(table, tokens, axis=0) * sc.multiplier
