@@ -235,6 +235,17 @@ class ExtendConfig:
     max_points: int = 24
 
 
+@dataclass
+class EtaCConfig:
+    """The critical-lr search of Section 6.1 / Appendix B.2 (sweep/eta_c.py), used when
+    lr_init_mode=eta_c. The iteration caps only bound the jit-compiled loops."""
+
+    initial_guess: Optional[float] = None  # eta_0 in lr's units (lr_unit); null = lr / warmup (Figure 5)
+    delta: float = 0.1  # stop when L(theta_1) < L(theta_0) (1 + delta)
+    max_doublings: int = 40
+    max_bisections: int = 30
+
+
 # ----------------------------------------------------------------------------- execution
 @dataclass
 class ClusterConfig:
@@ -284,6 +295,7 @@ class Config:
     lr: float = 0.1
     lr_unit: LrUnit = LrUnit.absolute  # sharpness: lr is a multiple of 1/lambda0
     lr_init: float = 0.0
+    lr_init_mode: str = "value"  # value: lr_init as given; eta_c: lr_init = the estimated eta_c (Section 6.1)
     warmup: int = 1
     decay: Decay = Decay.none
     decay_rho: float = 1.0
@@ -296,6 +308,7 @@ class Config:
     outcome: OutcomeConfig = field(default_factory=OutcomeConfig)
     cohort: CohortConfig = field(default_factory=CohortConfig)
     extend: ExtendConfig = field(default_factory=ExtendConfig)
+    eta_c: EtaCConfig = field(default_factory=EtaCConfig)
     grid: Dict[str, Any] = field(default_factory=dict)  # experiment grids: key -> sweep string
     sweep_name: str = "default"
     results_dir: str = "results"
@@ -356,6 +369,14 @@ def validate(cfg: Any) -> None:
         (cfg.cohort.max_size >= 1, f"cohort.max_size={cfg.cohort.max_size}: must be >= 1"),
         (cfg.extend.factor > 1, f"extend.factor={cfg.extend.factor}: must be > 1"),
         (cfg.extend.margin >= 0, f"extend.margin={cfg.extend.margin}: must be >= 0"),
+        (cfg.lr_init_mode in ("value", "eta_c"), f"lr_init_mode={cfg.lr_init_mode}: allowed value, eta_c"),
+        (cfg.lr_init_mode == "value" or cfg.lr_init == 0,
+         f"lr_init={cfg.lr_init} with lr_init_mode=eta_c: the search sets lr_init; drop lr_init or use lr_init_mode=value"),
+        (cfg.eta_c.delta > 0, f"eta_c.delta={cfg.eta_c.delta}: must be > 0"),
+        (cfg.eta_c.initial_guess is None or cfg.eta_c.initial_guess > 0,
+         f"eta_c.initial_guess={cfg.eta_c.initial_guess}: must be > 0 or null (null = lr / warmup)"),
+        (cfg.eta_c.max_doublings >= 1 and cfg.eta_c.max_bisections >= 0,
+         "eta_c.max_doublings must be >= 1 and eta_c.max_bisections >= 0"),
     ]
     opt = cfg.optimizer
     if opt.name == "sgd":

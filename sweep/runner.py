@@ -11,12 +11,14 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
 from sweep import store
 from sweep.data.base import Dataset, load_dataset
 from sweep.engine import CohortPlan, CohortResult, CohortTrainer, plan_cohort
+from sweep.eta_c import start_at_eta_c
 from sweep.grid import Cohort, RunSpec
 from sweep.identity import lambda0_key, to_dict
 from sweep.runtime import configure_jax
@@ -188,6 +190,11 @@ def run_cohort(cohort: Cohort, sweep: Path, *, force: bool = False,
             lambda0 = initial_sharpness(workload, cfgs, sweep)
             lr_abs, lr_init_abs = lr_abs / lambda0, lr_init_abs / lambda0
         plan = plan_cohort(cfgs, lrs=lr_abs, lr_inits=lr_init_abs)
+        eta_c_fields = [{} for _ in cfgs]
+        if str(cfgs[0].lr_init_mode) == "eta_c":  # Section 6.1: start warmup at eta_c, same warmup rate
+            lr_init_abs, warmups, eta_c_fields = start_at_eta_c(CohortTrainer(workload, plan), cfgs, lr_abs, lambda0)
+            plan = plan_cohort(cfgs, lrs=lr_abs, lr_inits=lr_init_abs)
+            plan.hyper = plan.hyper._replace(warmup=jnp.asarray(warmups, jnp.float32))
         trainer = CohortTrainer(workload, plan)
         cb = (lambda done: progress(done, trainer.steps + 1)) if progress else None
         restored = checkpointer.restore(trainer) if checkpointer else None
@@ -205,6 +212,7 @@ def run_cohort(cohort: Cohort, sweep: Path, *, force: bool = False,
         outcome, summary = summarize(
             spec.cfg, result.traces[m], final, result.divergence_step[m], float(lr_abs[m]),
             float(lr_init_abs[m]), None if lambda0 is None else float(lambda0[m]), dataset, result.steps_run)
+        summary.update(eta_c_fields[m])
         rec = _base_record(spec, sweep_name)
         rec.update(status="done", outcome=outcome, summary=summary, error=None,
                    timings={**result.timings, "data_s": t_data, "cohort_size": len(runs)}, **prov)
