@@ -152,7 +152,7 @@ def test_status_maps_job_states_to_run_states(tmp_path, monkeypatch):
     _fake_record(sweep, runs[1], "error")  # and its task is being retried right now: running
     sacct = ("printf 'JobID|State\\n7_0|COMPLETED\\n7_1|RUNNING\\n7_2|CANCELLED by 0\\n7_3|TIMEOUT\\n"
              "7_4|PREEMPTED\\n7_[5]|PENDING\\n'")
-    _fake_bin(tmp_path, monkeypatch, sacct=sacct)
+    _fake_bin(tmp_path, monkeypatch, sacct=sacct, squeue="exit 0")
     st = sweep_status(sweep)
     assert [st.states[r.run_id] for r in runs] == ["converged", "running", "cancelled", "timeout", "preempted",
                                                    "pending"]
@@ -162,6 +162,12 @@ def test_status_maps_job_states_to_run_states(tmp_path, monkeypatch):
     assert st.job_error and "sinfo" in st.job_error
     assert st.states[runs[0].run_id] == "converged" and st.states[runs[1].run_id] == "error"
     assert st.states[runs[2].run_id] == "unknown"
+    # squeue knows live jobs; a job known to neither squeue nor sacct was cancelled before it started
+    _fake_bin(tmp_path, monkeypatch, sacct="printf 'JobID|State\\n7_0|COMPLETED\\n'",
+              squeue="printf '7_1|RUNNING\\n7_5|PENDING\\n'")
+    st = sweep_status(sweep)
+    assert [st.states[r.run_id] for r in runs] == ["converged", "running", "cancelled", "cancelled", "cancelled",
+                                                   "pending"]
 
 
 def test_status_rejects_a_non_sweep_dir(tmp_path, capsys):

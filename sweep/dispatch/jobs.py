@@ -70,35 +70,61 @@ def _base_ids(job_ids: Iterable[str]) -> list[str]:
     return sorted({str(j).split("_")[0] for j in job_ids if j})
 
 
-def slurm_states(job_ids: Iterable[str]) -> dict[str, str]:
-    """job id ('123_4' or '123') -> SLURM state ('RUNNING', 'CANCELLED', ...); raises SlurmError
-    when neither sacct nor squeue answers."""
-    ids = _base_ids(job_ids)
-    if not ids:
-        return {}
+def _squeue_states() -> Optional[dict[str, str]]:
+    """Live jobs of this user, one line per array element; None when squeue fails."""
+    import getpass
+
+    try:
+        res = _run(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i|%T"])
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if res.returncode != 0:
+        return None
+    states = {}
+    for line in res.stdout.splitlines():
+        if "|" in line:
+            jid, state = line.split("|", 1)
+            states[jid.strip()] = state.strip()
+    return states
+
+
+def _sacct_states(ids: list[str]) -> tuple[Optional[dict[str, str]], str]:
+    """(job id -> state, "") from accounting, or (None, why) when sacct fails (no slurmdbd)."""
     from submitit.slurm.slurm import SlurmInfoWatcher
 
     try:
         res = _run(["sacct", "-X", "-o", "JobID,State", "--parsable2", "-j", ",".join(ids)])
     except (OSError, subprocess.TimeoutExpired) as exc:
-        res = None
-        reason = exc.__class__.__name__
-    if res is not None and res.returncode == 0:
-        info = SlurmInfoWatcher().read_info(res.stdout)
-        return {jid: stats["State"].split()[0] for jid, stats in info.items() if stats.get("State")}
-    reason = condense(res.stderr) if res is not None else reason
-    try:  # no accounting: squeue knows live jobs only; the rest have ended
-        q = _run(["squeue", "-h", "-r", "-o", "%i|%T", "-j", ",".join(ids)])
-    except (OSError, subprocess.TimeoutExpired):
-        q = None
-    if q is None or q.returncode != 0:
-        raise SlurmError(f"cannot read job states (sacct: {reason}); {CHECK_HINT}")
-    states = {}
-    for line in q.stdout.splitlines():
-        if "|" in line:
-            jid, state = line.split("|", 1)
-            states[jid.strip()] = state.strip()
-    return states
+        return None, exc.__class__.__name__
+    if res.returncode != 0:
+        return None, condense(res.stderr)
+    info = SlurmInfoWatcher().read_info(res.stdout)
+    return {jid: stats["State"].split()[0] for jid, stats in info.items() if stats.get("State")}, ""
+
+
+def slurm_states(job_ids: Iterable[str]) -> dict[str, str]:
+    """job id ('123_4' or '123') -> SLURM state ('RUNNING', 'CANCELLED', ...).
+
+    squeue is authoritative for live jobs (accounting may lag), sacct for ended ones. A job known
+    to neither was never started and is no longer queued: an array element cancelled while
+    pending never reaches the accounting database, so it is reported as VANISHED (cancelled).
+    Without accounting, ended jobs are only known as ENDED. Raises SlurmError when neither answers."""
+    wanted = [str(j) for j in job_ids if j]
+    if not wanted:
+        return {}
+    live = _squeue_states()
+    history, why = _sacct_states(_base_ids(wanted))
+    if live is None and history is None:
+        raise SlurmError(f"cannot read job states (squeue and sacct failed: {why}); {CHECK_HINT}")
+    out = {}
+    for jid in wanted:
+        if live and jid in live:
+            out[jid] = live[jid]
+        elif history and jid in history:
+            out[jid] = history[jid]
+        elif live is not None:
+            out[jid] = "VANISHED" if history is not None else "ENDED"
+    return out
 
 
 def local_states(job_ids: Iterable[str]) -> dict[str, str]:

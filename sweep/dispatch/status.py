@@ -25,6 +25,7 @@ JOB_TO_RUN = {
     "RUNNING": "running", "COMPLETING": "running", "SUSPENDED": "running", "SIGNALING": "running",
     "STAGE_OUT": "running", "RESIZING": "running",
     "PREEMPTED": "preempted", "TIMEOUT": "timeout", "DEADLINE": "timeout", "CANCELLED": "cancelled",
+    "VANISHED": "cancelled",  # cancelled while pending: never reaches accounting (jobs.slurm_states)
     # the job ended but left no record for this run: crashed, killed, out of memory...
     "COMPLETED": "lost", "FAILED": "lost", "NODE_FAIL": "lost", "OUT_OF_MEMORY": "lost", "BOOT_FAIL": "lost",
     "ENDED": "lost",

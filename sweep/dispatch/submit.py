@@ -6,6 +6,8 @@ of an earlier submission is still working on are left to it.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,8 +99,10 @@ def submit(overrides: Sequence[str], dry_run: bool = False) -> Submission:
     if executor is None:  # cluster=local: the same tasks, here and now
         result.task_results = [task_fn(i) for i in range(len(tasks))]
         return result
+    noise = io.StringIO()  # submitit echoes sbatch's stderr on failure; we say it in one line
     try:
-        submitted = executor.map_array(task_fn, list(range(len(tasks))))
+        with contextlib.redirect_stderr(noise):
+            submitted = executor.map_array(task_fn, list(range(len(tasks))))
     except Exception as exc:  # noqa: BLE001 - sbatch's refusal, condensed to one line
         shutil.rmtree(sub_dir, ignore_errors=True)
         if executor_kind == "slurm":
