@@ -54,25 +54,14 @@ def run_locally(runs: Sequence, sweep: Path, force: bool) -> int:
     return failures
 
 
-def command(args: argparse.Namespace) -> int:
+def run_grid(runs: Sequence, sweep: Path, force: bool) -> int:
+    """run_locally, then "until divergence": grow each lr line until it diverges or fails (+ margin).
+    Returns the number of runs that ended in an error record."""
     from sweep import store
-    from sweep.grid import expand, extend_until_divergence, make_cohorts
-    from sweep.runner import pending_runs
+    from sweep.grid import extend_until_divergence
 
-    runs = expand(args.overrides)
-    cfg0 = runs[0].cfg
-    sweep = store.sweep_dir(cfg0.results_dir, cfg0.sweep_name)
-    force = bool(cfg0.force)
-    cohorts = make_cohorts(runs)
-    n_todo = sum(len(pending_runs(c, sweep, force)) for c in cohorts)
-    print(f"sweep '{cfg0.sweep_name}': {len(runs)} runs in {len(cohorts)} cohorts; "
-          f"{len(runs) - n_todo} already finished, {n_todo} to run -> {sweep}")
-    if args.dry_run:
-        for c in cohorts:
-            print(f"  cohort {c.key}: {len(c.runs)} runs: " + " ".join(r.run_id for r in c.runs))
-        return 0
     failures = run_locally(runs, sweep, force)
-    while True:  # "until divergence": grow each lr line until it diverges or fails (+ margin)
+    while True:
         outcomes = {r.run_id: (store.read_record(sweep, r.run_id) or {}).get("outcome") for r in runs}
         new = extend_until_divergence(runs, outcomes)
         if not new:
@@ -80,6 +69,37 @@ def command(args: argparse.Namespace) -> int:
         print(f"extending the lr axis: {len(new)} more runs")
         runs = list(runs) + new
         failures += run_locally(new, sweep, force)
+    return failures
+
+
+def print_plan(runs: Sequence, list_cohorts: bool) -> tuple[Path, bool]:
+    """Say what a grid amounts to (runs, cohorts, already finished); with `list_cohorts` name every run.
+    Returns the sweep folder and the `force` flag."""
+    from sweep import store
+    from sweep.grid import make_cohorts
+    from sweep.runner import pending_runs
+
+    cfg0 = runs[0].cfg
+    sweep = store.sweep_dir(cfg0.results_dir, cfg0.sweep_name)
+    force = bool(cfg0.force)
+    cohorts = make_cohorts(runs)
+    n_todo = sum(len(pending_runs(c, sweep, force)) for c in cohorts)
+    print(f"sweep '{cfg0.sweep_name}': {len(runs)} runs in {len(cohorts)} cohorts; "
+          f"{len(runs) - n_todo} already finished, {n_todo} to run -> {sweep}")
+    if list_cohorts:
+        for c in cohorts:
+            print(f"  cohort {c.key}: {len(c.runs)} runs: " + " ".join(r.run_id for r in c.runs))
+    return sweep, force
+
+
+def command(args: argparse.Namespace) -> int:
+    from sweep.grid import expand
+
+    runs = expand(args.overrides)
+    sweep, force = print_plan(runs, args.dry_run)
+    if args.dry_run:
+        return 0
+    failures = run_grid(runs, sweep, force)
     print(f"results: {sweep}/runs/<run_id>/record.json and trace.parquet")
     print(f"next: sweep status {sweep}   |   draw the phase diagram: sweep plot {sweep}")
     return 1 if failures else 0

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Regenerate figure fig3: fig3.sh [hydra overrides...] [--submit | --plot-only] [--dry-run]
+# (flags after the overrides). sweep/figures.py lists what it runs and draws; e.g. a CPU preview:
+# fig3.sh steps=200 --dry-run, or on SLURM: fig3.sh cluster=slurm --submit
+set -euo pipefail
+exec sweep figures fig3 "$@"

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Regenerate figure fig5: fig5.sh [hydra overrides...] [--submit | --plot-only] [--dry-run]
+# (flags after the overrides). sweep/figures.py lists what it runs and draws; e.g. a CPU preview:
+# fig5.sh steps=200 --dry-run, or on SLURM: fig5.sh cluster=slurm --submit
+set -euo pipefail
+exec sweep figures fig5 "$@"
