@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import submitit  # noqa: F401  first, at collection: its import runs logging.dictConfig, which closes
+# every existing handler, e.g. absl's (via orbax) that holds pytest's capture stream
 
 from sweep.checkpoint import Checkpointer, arrays_to_rows, rows_to_arrays
 

@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
+import submitit  # noqa: F401  first, at collection: its import runs logging.dictConfig, which closes
+# every existing handler, e.g. absl's (via orbax) that holds pytest's capture stream
 
 from sweep import store
 from sweep.dispatch import manifest as mf

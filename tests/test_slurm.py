@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import submitit  # noqa: F401  first, at collection: its import runs logging.dictConfig, which closes
+# every existing handler, e.g. absl's (via orbax) that holds pytest's capture stream
 
 from sweep import store
 from sweep.dispatch import manifest as mf
