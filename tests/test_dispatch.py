@@ -87,6 +87,21 @@ def test_only_unfinished_runs_are_submitted_and_errors_are_retried(tmp_path):
     assert len(todo) == 6
 
 
+def test_until_divergence_lines_grow_with_each_submit(tmp_path):
+    from sweep.dispatch.submit import plan, with_extensions
+    from sweep.grid import expand
+
+    runs = expand(_grid(tmp_path, "lr=0.1,0.2", "extend.until_divergence=true"))
+    sweep = tmp_path / "s"
+    assert len(with_extensions(runs, sweep)) == 2  # no outcomes yet: nothing to extend
+    for spec in runs:
+        _fake_record(sweep, spec, "converged")
+    grown = with_extensions(runs, sweep)
+    assert [float(r.cfg.lr) for r in grown] == [0.1, 0.2, 0.4]
+    todo, finished, _ = plan(grown, sweep, force=False, executor="local")
+    assert [float(r.cfg.lr) for r in todo] == [0.4] and finished == 2
+
+
 # ----------------------------------------------------------------------------- one-line errors
 def _cli(capsys, *argv):
     from sweep.cli import main

@@ -20,7 +20,7 @@ from sweep.dispatch import jobs
 from sweep.dispatch import manifest as mf
 from sweep.dispatch.executors import make_executor
 from sweep.dispatch.task import SweepTask
-from sweep.grid import RunSpec, expand, make_cohorts
+from sweep.grid import RunSpec, expand, extend_until_divergence, make_cohorts
 
 
 @dataclass
@@ -68,6 +68,19 @@ def plan(runs: Sequence[RunSpec], sweep: Path, force: bool, executor: str) -> tu
     return todo, finished, len([r for r in runs if r.run_id in busy])
 
 
+def with_extensions(runs: Sequence[RunSpec], sweep: Path) -> list[RunSpec]:
+    """`extend.until_divergence=true`: add the next lr of every line whose runs all have records.
+    A job array cannot wait for outcomes, so each `sweep submit` grows the lines by what the
+    records so far allow; resubmit after the array finished to go on."""
+    runs = list(runs)
+    while True:
+        outcomes = {r.run_id: (store.read_record(sweep, r.run_id) or {}).get("outcome") for r in runs}
+        new = extend_until_divergence(runs, outcomes)
+        if not new:
+            return runs
+        runs += new
+
+
 def submit(overrides: Sequence[str], dry_run: bool = False) -> Submission:
     runs = expand(overrides)  # GridError on zero runs or more than cluster.max_runs
     cfg0 = runs[0].cfg
@@ -75,6 +88,7 @@ def submit(overrides: Sequence[str], dry_run: bool = False) -> Submission:
     executor_kind = str(cluster.executor)
     sweep = store.sweep_dir(cfg0.results_dir, cfg0.sweep_name).resolve()
     force = bool(cfg0.force)
+    runs = with_extensions(runs, sweep)
     if executor_kind == "slurm" and not dry_run:
         jobs.check_slurm()
     todo, finished, busy = plan(runs, sweep, force, executor_kind)
