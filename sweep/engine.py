@@ -25,6 +25,7 @@ from jax.flatten_util import ravel_pytree
 
 from sweep import curvature, optim
 from sweep.identity import cohort_key
+from sweep.runtime import configure_jax
 from sweep.workload import DeviceData, Workload
 
 TRACE_COLUMNS = [
@@ -145,6 +146,7 @@ class CohortTrainer:
     """Builds the jitted programs of one cohort and runs them."""
 
     def __init__(self, workload: Workload, plan: CohortPlan, chunk: int = 64):
+        configure_jax()
         self.w, self.plan, self.cfg = workload, plan, plan.cfg
         self.k = plan.size
         self.opt_name = str(self.cfg.optimizer.name)
@@ -177,25 +179,31 @@ class CohortTrainer:
     def _direction(self, h: optim.Hyper):
         return optim.direction(self.opt_name, h, self.clip)
 
+    @property
+    def uses_lr_factors(self) -> bool:
+        """muP + Adam with the per-layer learning-rate factors of Appendix D.2.1."""
+        return (self.adaptive and self.cfg.param.name == "mup"
+                and bool(self.cfg.param.get("adam_lr_factors", False)))
+
     def init_members(self) -> Member:
         """Initialize every member (vmapped over seeds), apply init scales, build optimizer state."""
         x0 = self.w.prepare(self.w.data.x_train[:2])
-        variables = self.w.model.init(jax.random.PRNGKey(0), x0)
-        use_factors = (self.adaptive and self.cfg.param.name == "mup"
-                       and bool(self.cfg.param.get("adam_lr_factors", False)))
-        self.lr_scale = variables.get("lr_scale") if use_factors else None
 
         def one(seed, scale, h):
-            params = self.w.model.init(jax.random.PRNGKey(seed), x0)["params"]
+            variables = self.w.model.init(jax.random.PRNGKey(seed), x0)
             params = jax.tree_util.tree_map_with_path(
-                lambda path, p: p * scale if _is_weight(path) else p, params)
+                lambda path, p: p * scale if _is_weight(path) else p, variables["params"])
             flat, _ = ravel_pytree(params)
             v0 = jax.random.normal(jax.random.PRNGKey(seed + 7919), flat.shape, self.probe_dtype)
-            return Member(params, self._direction(h).init(params), v0, v0,
-                          jnp.asarray(True), jnp.asarray(-1, jnp.int32), jnp.asarray(jnp.nan, jnp.float32))
+            member = Member(params, self._direction(h).init(params), v0, v0,
+                            jnp.asarray(True), jnp.asarray(-1, jnp.int32), jnp.asarray(jnp.nan, jnp.float32))
+            return member, variables.get("lr_scale")
 
-        return jax.jit(jax.vmap(one))(jnp.asarray(self.plan.seeds), jnp.asarray(self.plan.init_scales),
-                                      self.plan.hyper)
+        members, lr_scale = jax.jit(jax.vmap(one))(
+            jnp.asarray(self.plan.seeds), jnp.asarray(self.plan.init_scales), self.plan.hyper)
+        if self.uses_lr_factors:  # the same constants for every member: keep one copy
+            self.lr_scale = jax.tree.map(lambda a: a[0], lr_scale)
+        return members
 
     def _flat_loss(self, params: Any, x: jax.Array, y: jax.Array):
         flat, unravel = ravel_pytree(params)
@@ -385,7 +393,10 @@ class CohortTrainer:
         """Train to the end (or until every member froze). `carry/start/rows` resume a saved state;
         `on_chunk(carry, next_start, rows)` is called after each chunk (checkpointing)."""
         t0 = time.perf_counter()
-        carry = carry if carry is not None else self.initial_state()
+        if carry is None:
+            carry = self.initial_state()
+        elif self.uses_lr_factors and self.lr_scale is None:  # resumed: rebuild the constants
+            self.init_members()
         rows = list(rows or [])
         probes_np = probe_mask(self.cfg)
         probes, evals = jnp.asarray(probes_np), jnp.asarray(eval_mask(self.cfg, probes_np))
