@@ -215,7 +215,7 @@ def test_task_keeps_going_after_a_failing_cohort(tmp_path):
 def test_submit_local_then_status_then_resubmit(tmp_path, capsys):
     from sweep.cli import main
 
-    args = _grid(tmp_path, "lr=0.05,400", "cluster=local")
+    args = _grid(tmp_path, "lr=0.5,400", "cluster=local")
     assert main(["submit", *args]) == 0
     out = capsys.readouterr().out
     assert "ran 2 runs in 1 cohorts as 1 tasks" in out
@@ -235,7 +235,7 @@ def test_submit_submitit_local_returns_before_the_results(tmp_path):
     from sweep.dispatch.submit import submit
 
     t0 = time.monotonic()
-    sub = submit(_grid(tmp_path, "lr=0.05,0.1", "cluster=submitit_local"))
+    sub = submit(_grid(tmp_path, "lr=0.4,0.5", "cluster=submitit_local"))
     returned_after = time.monotonic() - t0
     assert sub.tasks == 1 and sub.job_id and not list((tmp_path / "s" / "runs").glob("*/record.json"))
     assert sweep_status(sub.sweep).counts["running"] == 2

@@ -99,3 +99,16 @@ def test_until_divergence_on_a_quadratic(tmp_path):
     lam = 2.0 / dataset_for(runs[0].cfg).num_classes * np.linalg.eigvalsh(x.T @ x / len(x))[-1]
     rec = store.read_record(sweep, runs[0].run_id)
     assert rec["summary"]["lambda0"] == pytest.approx(lam, rel=1e-4)
+
+
+def test_stored_config_round_trips_and_survives_new_keys():
+    """A manifest written by an older version (a key missing) still loads, with the default."""
+    from sweep.config import from_dict
+    from sweep.identity import run_id, to_dict
+
+    spec = expand(TINY + ["optimizer=adam", "param=mup", "lr=0.3"])[0]
+    stored = to_dict(spec.cfg)
+    assert run_id(from_dict(stored)) == spec.run_id
+    del stored["probe"]["eval_every"]
+    restored = from_dict(stored)
+    assert restored.probe.eval_every == 0 and restored.optimizer.b2 == 0.999 and restored.lr == 0.3

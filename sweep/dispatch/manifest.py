@@ -12,9 +12,10 @@ import secrets
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from omegaconf import OmegaConf
+
 
 from sweep import store
+from sweep.config import from_dict
 from sweep.grid import Cohort, RunSpec
 from sweep.identity import to_dict
 
@@ -78,7 +79,7 @@ def read(path: str | os.PathLike) -> dict:
 def task_cohorts(manifest: dict, index: int) -> list[Cohort]:
     """The cohorts of array task `index`, with configs rebuilt from the stored dicts."""
     task = manifest["tasks"][index]
-    return [Cohort(c["key"], [RunSpec(r["run_id"], OmegaConf.create(r["config"]), r["grid"]) for r in c["runs"]])
+    return [Cohort(c["key"], [RunSpec(r["run_id"], from_dict(r["config"]), r["grid"]) for r in c["runs"]])
             for c in task["cohorts"]]
 
 
