@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from sweep import store
 from sweep.config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -160,15 +160,7 @@ def _mtime_ns(path: Path) -> int | None:
 
 
 def _atomic_write(path: Path, write) -> None:
-    """Write through a temp file in the same folder, then rename: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    store.atomic_write(path, write)
 
 
 def _parquet_safe(df: pd.DataFrame) -> pd.DataFrame:

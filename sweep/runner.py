@@ -17,7 +17,7 @@ import pandas as pd
 
 from sweep import store
 from sweep.data.base import Dataset, load_dataset
-from sweep.engine import CohortPlan, CohortResult, CohortTrainer, plan_cohort
+from sweep.engine import CohortResult, CohortTrainer, plan_cohort
 from sweep.eta_c import start_at_eta_c
 from sweep.grid import Cohort, RunSpec
 from sweep.identity import lambda0_key, to_dict

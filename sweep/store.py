@@ -14,11 +14,13 @@ import platform
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import pandas as pd
 
 TERMINAL_OUTCOMES = ("converged", "diverged", "failed")
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 RECORD = "record.json"
 TRACE = "trace.parquet"
 
@@ -31,18 +33,32 @@ def run_dir(sweep: Path, run_id: str) -> Path:
     return Path(sweep) / "runs" / run_id
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    """Run `write(tmp_path)` on a temp file beside `path`, then rename it into place: readers see
+    the old file or the new one, never half of one. The file gets the usual umask permissions
+    (mkstemp's 0600 would hide results from collaborators on a shared cluster)."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _write_synced(tmp: str, data: bytes) -> None:
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    atomic_write(path, lambda tmp: _write_synced(tmp, data))
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -50,15 +66,7 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def atomic_write_parquet(path: Path, df: pd.DataFrame) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        df.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
 
 
 def _json_default(obj: Any) -> Any:

@@ -56,7 +56,7 @@ def test_sgd_momentum_is_the_papers_form():
 
 
 def test_gi_adam_first_update_by_hand():
-    b1, b2, eps, lr = 0.9, 0.999, 1e-8, 0.01
+    b1, b2, eps = 0.9, 0.999, 1e-8
     tx = optim.direction("gi_adam", _hyper(b1=b1, b2=b2, eps=eps), None)
     params = {"w": jnp.ones((5,))}
     g = np.asarray(_grads(1)["w"], np.float64)

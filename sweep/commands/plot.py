@@ -7,14 +7,11 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
-import os
 import shlex
-import tempfile
 from pathlib import Path
 
 from sweep import aggregate as agg
-from sweep import plot
+from sweep import plot, store
 from sweep.commands.aggregate import _report_warnings
 from sweep.config import ConfigError
 
@@ -64,16 +61,10 @@ def _save(fig, out_dir: Path, name: str, formats: list[str], sidecar: dict) -> l
     written = []
     for fmt in formats:
         path = out_dir / f"{name}.{fmt}"
-        fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{name}.", suffix=f".{fmt}")
-        os.close(fd)
-        try:
-            fig.savefig(tmp, format=fmt, dpi=150)
-            os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        store.atomic_write(path, lambda tmp, fmt=fmt: fig.savefig(tmp, format=fmt, dpi=150))
         written.append(path)
     meta = out_dir / f"{name}.json"
-    meta.write_text(json.dumps({**sidecar, "figure": name, "files": [p.name for p in written]}, indent=2))
+    store.atomic_write_json(meta, {**sidecar, "figure": name, "files": [p.name for p in written]})
     plot.plt.close(fig)
     return written + [meta]
 
