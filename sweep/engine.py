@@ -206,15 +206,19 @@ class CohortTrainer:
         return members
 
     def _flat_loss(self, params: Any, x: jax.Array, y: jax.Array):
-        flat, unravel = ravel_pytree(params)
+        """The loss as a function of flat parameters, computed in the probe dtype. Parameters are
+        cast *before* ravelling (unravel restores the leaves' own dtypes) and images are
+        standardized in that dtype too, since layers compute in their input's dtype."""
         dt = self.probe_dtype
-        xin = x if x.dtype == jnp.uint8 or jnp.issubdtype(x.dtype, jnp.integer) else x.astype(dt)
+        flat, unravel = ravel_pytree(jax.tree.map(lambda p: p.astype(dt), params))
+        tokens = jnp.issubdtype(x.dtype, jnp.integer) and x.dtype != jnp.uint8
+        xin = x if tokens else self.w.prepare(x).astype(dt)
 
         def loss_of_flat(f):
             loss, _ = self.w.loss_and_accuracy(unravel(f), xin, y)
             return loss.astype(dt)
 
-        return loss_of_flat, flat.astype(dt)
+        return loss_of_flat, flat
 
     def _probe_member(self, m: Member, h: optim.Hyper, data: DeviceData, first_nu: Any,
                       do_eval: jax.Array, step: jax.Array) -> tuple[Probe, jax.Array, jax.Array]:

@@ -9,12 +9,12 @@ from sweep.models.fcn import FCN
 from sweep.models.param import Scheme
 
 
-def _tiny_problem(param: str = "sp"):
+def _tiny_problem(param: str = "sp", dtype=jnp.float32):
     model = FCN(3, depth=3, width=8, scheme=Scheme(param))
-    x = jax.random.normal(jax.random.PRNGKey(1), (32, 5))
+    x = jax.random.normal(jax.random.PRNGKey(1), (32, 5)).astype(dtype)  # layers compute in x's dtype
     y = jax.nn.one_hot(jnp.arange(32) % 3, 3)
-    params = model.init(jax.random.PRNGKey(0), x)["params"]
-    flat, unravel = ravel_pytree(params)
+    params = jax.tree.map(lambda p: p.astype(dtype), model.init(jax.random.PRNGKey(0), x)["params"])
+    flat, unravel = ravel_pytree(params)  # unravel restores the leaves' dtype: cast before ravelling
 
     def loss(f):
         return 0.5 * jnp.mean(jnp.sum((model.apply({"params": unravel(f)}, x) - y) ** 2, -1))
@@ -67,7 +67,7 @@ def test_vmapped_lanczos_and_frozen_member():
 def test_float64_lanczos():
     jax.config.update("jax_enable_x64", True)
     try:
-        loss, flat = _tiny_problem()
+        loss, flat = _tiny_problem(dtype=jnp.float64)
         flat64 = flat.astype(jnp.float64)
         dense = jnp.linalg.eigvalsh(jax.hessian(lambda f: loss(f).astype(jnp.float64))(flat64))[-1]
         eig = sharpness(lambda f: loss(f).astype(jnp.float64), flat64,

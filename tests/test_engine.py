@@ -114,3 +114,26 @@ def test_adam_preconditioned_sharpness_recorded(compose_cfg):
     # GI-Adam's initial preconditioned sharpness is ~sqrt(1 - b2) of Adam's (Section 6.2)
     ratio = gi["precond_sharpness"].iloc[0] / adam["precond_sharpness"].iloc[0]
     assert ratio == pytest.approx(np.sqrt(1 - 0.999), rel=0.05)
+
+
+def test_float64_probe_is_really_float64(compose_cfg):
+    """probe.dtype=float64 computes the Hessian in float64 end to end (params, inputs, loss):
+    lambda0 agrees with a dense float64 eigendecomposition to 1e-9."""
+    import jax
+    import jax.numpy as jnp
+    from jax.flatten_util import ravel_pytree
+
+    jax.config.update("jax_enable_x64", True)
+    try:
+        cfg = compose_cfg("data=synthetic", "model.width=6", "model.depth=2", "probe.batch_size=32",
+                          "probe.dtype=float64", "probe.lanczos_iters=60", "probe.lanczos_tol=1e-12")
+        w = build_workload(cfg, dataset_for(cfg))
+        trainer = CohortTrainer(w, plan_cohort([cfg]))
+        lam = trainer.initial_sharpness()[0]
+        params = jax.tree.map(lambda p: p[0].astype(jnp.float64), trainer.init_members().params)
+        flat, unravel = ravel_pytree(params)
+        x = w.data.x_probe.astype(jnp.float64)
+        dense = jnp.linalg.eigvalsh(jax.hessian(lambda f: w.loss_and_accuracy(unravel(f), x, w.data.y_probe)[0])(flat))
+        assert abs(lam - float(dense[-1])) / float(dense[-1]) < 1e-9
+    finally:
+        jax.config.update("jax_enable_x64", False)
