@@ -38,7 +38,7 @@ NOT_FACETS = {
     "final_test_loss", "final_train_loss", "final_train_acc", "max_sharpness", "final_sharpness",
     "initial_loss", "steps_run", "eta_c", "t_reach", "t_save", "target_lr", "target_lr_over_lambda0",
     "step", "loss", "accuracy", "sharpness", "precond_sharpness", "threshold", "probe_loss", "probe_acc",
-    "grad_norm", "test_loss", "test_acc", "data_seed",
+    "grad_norm", "test_loss", "test_acc", "data_seed", "lr_init",
 }
 TRACE_VALUES = {"step", "lr", "loss", "accuracy", "sharpness", "precond_sharpness", "threshold", "probe_loss",
                 "probe_acc", "grad_norm", "test_loss", "test_acc"}
