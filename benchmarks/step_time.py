@@ -3,8 +3,9 @@
     python benchmarks/step_time.py [overrides...]      # default: FCN-4-512 on digits, batch 128, SGD
     python benchmarks/step_time.py --members 1 4 16 model=wrn data=npz data.path=...
 
-Prints, per cohort size K: s/step (the whole cohort), s/step/member, and s/probe (Lanczos from a
-cold start and warm-started from the previous eigenvector) with the HVPs used.
+Prints, per cohort size K: s/step (the whole cohort), s/step/member, and s/probe (vmapped Lanczos
+from a cold start and warm-started from the previous probe's eigenvector, with the HVPs used; and
+cold with the members probed one by one, probe.members=map).
 """
 from __future__ import annotations
 
@@ -56,8 +57,13 @@ def measure(overrides: list[str], k: int, repeat: int) -> dict:
     warm_members = later._replace(eigvec=vec)
     s_warm = _time(lambda m: cold(m)[0].sharpness, warm_members, repeat=repeat)
     warm_out, _, _ = cold(warm_members)
+    # probe.members=map: one member after another (the CPU default)
+    mapped = jax.jit(lambda ms: jax.lax.map(lambda a: tr._probe_member(a[0], a[1], d, None, no_eval, step0),
+                                            (ms, h))[0].sharpness)
+    s_map = _time(mapped, members, repeat=repeat)
     return {"k": k, "s_step": s_step, "s_cold": s_cold, "hvps_cold": int(np.max(out.hvps)),
-            "s_warm": s_warm, "hvps_warm": int(np.max(warm_out.hvps)), "probe_batch": int(d.x_probe.shape[0])}
+            "s_warm": s_warm, "hvps_warm": int(np.max(warm_out.hvps)), "probe_batch": int(d.x_probe.shape[0]),
+            "s_map": s_map}
 
 
 def main() -> None:
@@ -72,7 +78,8 @@ def main() -> None:
         r = measure(overrides, k, args.repeat)
         print(f"K={k:3d}: {r['s_step'] * 1e3:8.2f} ms/step ({r['s_step'] / k * 1e3:7.2f} ms/step/member); "
               f"probe (batch {r['probe_batch']}): cold {r['s_cold'] * 1e3:8.1f} ms ({r['hvps_cold']} HVPs), "
-              f"warm {r['s_warm'] * 1e3:8.1f} ms ({r['hvps_warm']} HVPs)")
+              f"warm {r['s_warm'] * 1e3:8.1f} ms ({r['hvps_warm']} HVPs); "
+              f"cold, members one by one (probe.members=map): {r['s_map'] * 1e3:8.1f} ms")
 
 
 if __name__ == "__main__":

@@ -208,6 +208,7 @@ class ProbeConfig:
     # ~ tol^2 * theta / gap, far below the plotting precision; warm starts converge in a few HVPs
     lanczos_tol: float = 1e-3
     dtype: str = "float32"  # float32 | float64
+    members: str = "auto"  # how a cohort is probed: vmap | map (one by one) | auto (map on CPU)
     eval_every: int = 0  # test-set evaluation every k steps (0 = at probe steps)
     final_train_examples: int = 10000
 
@@ -365,6 +366,7 @@ def validate(cfg: Any) -> None:
         (cfg.probe.every >= 1, f"probe.every={cfg.probe.every}: must be >= 1"),
         (cfg.probe.lanczos_iters >= 2, f"probe.lanczos_iters={cfg.probe.lanczos_iters}: must be >= 2"),
         (cfg.probe.dtype in ("float32", "float64"), f"probe.dtype={cfg.probe.dtype}: allowed float32, float64"),
+        (cfg.probe.members in ("auto", "vmap", "map"), f"probe.members={cfg.probe.members}: allowed auto, vmap, map"),
         (cfg.param.init_scale > 0, f"param.init_scale={cfg.param.init_scale}: must be > 0"),
         (cfg.param.name in ("sp", "mup"), f"param.name={cfg.param.name}: allowed sp, mup"),
         (cfg.param.truncation in ("jax", "exact"), f"param.truncation={cfg.param.truncation}: allowed jax, exact"),

@@ -162,6 +162,7 @@ class CohortTrainer:
         self.probe_dtype = jnp.float64 if self.cfg.probe.dtype == "float64" else jnp.float32
         self.do_sharpness = bool(self.cfg.probe.sharpness)
         self.do_precond = bool(self.cfg.probe.precond_sharpness) and self.adaptive
+        self.probe_sequential = _probe_sequential(str(self.cfg.probe.get("members", "auto")))
         self.chunk = max(1, min(chunk, self.steps + 1))
         self.augment = self._augment_fn()
         self.lr_scale = None
@@ -307,11 +308,15 @@ class CohortTrainer:
         members = carry.members
         k = self.k
 
+        def probe_one(args):
+            m, hh = args
+            first_nu = self._first_update_nu(m.params, hh, data) if self.do_precond else None
+            return self._probe_member(m, hh, data, first_nu, evals[step], step)
+
         def do_probe(ms: Member):
-            first_g2 = jax.vmap(self._first_update_nu, in_axes=(0, 0, None))(ms.params, h, data) \
-                if self.do_precond else None
-            return jax.vmap(self._probe_member, in_axes=(0, 0, None, 0 if self.do_precond else None, None, None))(
-                ms, h, data, first_g2, evals[step], step)
+            if self.probe_sequential:  # each member's Lanczos stops at its own convergence
+                return jax.lax.map(probe_one, (ms, h))
+            return jax.vmap(probe_one)((ms, h))
 
         def no_probe(ms: Member):
             return _nan_like_probe(k), ms.eigvec, ms.pc_eigvec
@@ -449,6 +454,16 @@ class CohortTrainer:
             records.append(rec)
         df = pd.DataFrame.from_records(records, columns=TRACE_COLUMNS)
         return df.astype({"step": "int64", "hvps": "int64"})
+
+
+def _probe_sequential(mode: str) -> bool:
+    """How cohort members are probed: `vmap` (one batched Lanczos; best on accelerators) or `map`
+    (one member after another, each stopping at its own convergence with a smaller working set;
+    on a 2-core CPU a 16-member cohort probe took 20.4 s vmapped vs 13.4 s as 16 single probes).
+    `auto` maps on CPU and vmaps elsewhere."""
+    if mode == "auto":
+        return jax.default_backend() == "cpu"
+    return mode == "map"
 
 
 def optax_global_norm(tree: Any) -> jax.Array:

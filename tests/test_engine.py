@@ -37,11 +37,14 @@ def test_quadratic_stability_boundary(compose_cfg, tmp_path):
     assert unstable["summary"]["divergence_step"] is not None
 
 
-def test_cohort_equals_runs_alone(compose_cfg):
+@pytest.mark.parametrize("members", ["vmap", "map"])
+def test_cohort_equals_runs_alone(compose_cfg, members):
     """Members of a cohort follow the same trajectories as the same runs trained alone
-    (up to float32 reassociation from vectorization: rtol 1e-4 on every trace column)."""
-    cfgs = [compose_cfg(*SMALL, "lr=0.05"), compose_cfg(*SMALL, "lr=0.2", "warmup=8"),
-            compose_cfg(*SMALL, "lr=0.1", "seed=3", "optimizer.momentum=0.5")]
+    (up to float32 reassociation from vectorization: rtol 1e-4 on every trace column), whether
+    the probes are vmapped or mapped over members."""
+    extra = (*SMALL, f"probe.members={members}")
+    cfgs = [compose_cfg(*extra, "lr=0.05"), compose_cfg(*extra, "lr=0.2", "warmup=8"),
+            compose_cfg(*extra, "lr=0.1", "seed=3", "optimizer.momentum=0.5")]
     together = _train(cfgs)
     for m, cfg in enumerate(cfgs):
         alone = _train([cfg])
