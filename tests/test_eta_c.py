@@ -73,7 +73,8 @@ def gd_threshold(w):
 
 
 def test_gd_members_each_get_their_own_eta_c():
-    ws = [RNG.normal(size=D) * s for s in (1.0, 3.0, 0.3)]
+    rng = np.random.default_rng(1)  # each test its own stream: results must not depend on test order
+    ws = [rng.normal(size=D) * s for s in (1.0, 3.0, 0.3)]
     stars = [gd_threshold(w)[0] for w in ws]
     eta0 = np.array([1e-3 * stars[0], 1e-2 * stars[1], 3.0 * stars[2]])  # member 2: loss up at the guess
     trgt = np.array([100 * stars[0], 0.3 * stars[1], 10 * stars[2]])  # member 1: capped at eta_trgt
@@ -96,9 +97,10 @@ def test_gd_members_each_get_their_own_eta_c():
 
 def test_rank_one_data_gives_two_over_lambda_max():
     """Rank-one data: the gradient lies along H's only eigenvector, so eta_c -> 2/lambda_max as delta -> 0."""
-    u = RNG.normal(size=D)
-    x1 = np.outer(RNG.normal(size=N), u)
-    y1 = x1 @ RNG.normal(size=D)  # realizable: all of L(theta_0) lies along that eigenvector
+    rng = np.random.default_rng(2)
+    u = rng.normal(size=D)
+    x1 = np.outer(rng.normal(size=N), u)
+    y1 = x1 @ rng.normal(size=D)  # realizable: all of L(theta_0) lies along that eigenvector
     lam = np.linalg.eigvalsh(2.0 / N * x1.T @ x1)[-1]
     params = {"w": jnp.zeros((1, D), jnp.float32)}
     res = estimate_eta_c(loss_jax, params, hyper(1), (jnp.asarray(x1, jnp.float32), jnp.asarray(y1, jnp.float32)),
@@ -109,7 +111,7 @@ def test_rank_one_data_gives_two_over_lambda_max():
 def test_adam_uses_its_first_step_direction():
     """Adam's first step from a fresh state is d = g / (|g| + eps): the loss goes up for
     eta > 2 g.d / d'Hd."""
-    w = RNG.normal(size=D)
+    w = np.random.default_rng(3).normal(size=D)
     _, g = gd_threshold(w)
     d = g / (np.abs(g) + 1e-8)
     star = 2 * g @ d / (d @ H @ d)
@@ -117,7 +119,9 @@ def test_adam_uses_its_first_step_direction():
     res = estimate_eta_c(loss_jax, params, hyper(1), (jnp.asarray(X, jnp.float32), jnp.asarray(Y, jnp.float32)),
                          "adam", np.array([1e-3 * star]), np.array([1e3 * star]), delta=1e-3)
     ref, _ = reference_search(lambda e: loss_np(w - e * d), loss_np(w), 1e-3 * star, 1e3 * star, 1e-3)
-    assert float(res.eta_c[0]) == pytest.approx(ref, rel=1e-4)
+    # float32 search vs float64 reference: a comparison within float32 rounding of L0 (1 + delta)
+    # can end the bisection one halving apart (seen: 5e-4 with another w), hence 2e-3
+    assert float(res.eta_c[0]) == pytest.approx(ref, rel=2e-3)
     assert float(res.eta_c[0]) == pytest.approx(star, rel=1e-2)
     assert abs(star - gd_threshold(w)[0]) / star > 0.05  # not the GD threshold
 
