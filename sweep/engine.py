@@ -26,7 +26,7 @@ from jax.flatten_util import ravel_pytree
 from sweep import curvature, optim
 from sweep.identity import cohort_key
 from sweep.runtime import configure_jax
-from sweep.workload import DeviceData, Workload
+from sweep.workload import DeviceData, Workload, eval_batch_size
 
 TRACE_COLUMNS = [
     "step", "lr", "train_loss", "train_acc", "probe_loss", "probe_acc", "grad_norm",
@@ -281,8 +281,8 @@ class CohortTrainer:
             direction = jax.tree.map(lambda d, s: d * s, direction, self.lr_scale)
         new_params = jax.tree.map(lambda p, d: p - lr_t * d, m.params, direction)
         keep = m.active & ~bad
-        params = jax.tree.map(lambda new, old: jnp.where(keep, new, old), new_params, m.params)
-        opt_state = jax.tree.map(lambda new, old: jnp.where(keep, new, old), opt_state, m.opt_state)
+        params, opt_state = jax.tree.map(lambda new, old: jnp.where(keep, new, old),
+                                         (new_params, opt_state), (m.params, m.opt_state))
         div_step = jnp.where(m.active & bad, step, m.div_step)
         member = m._replace(params=params, opt_state=opt_state, active=keep, div_step=div_step, loss0=loss0)
         return member, jnp.where(m.active, loss, jnp.nan), jnp.where(m.active, acc, jnp.nan)
@@ -477,6 +477,4 @@ def _is_weight(path: tuple) -> bool:
 
 
 def _eval_chunk(x: jax.Array) -> int:
-    from sweep.workload import eval_batch_size
-
     return eval_batch_size(int(x.shape[0]))

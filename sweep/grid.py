@@ -8,6 +8,7 @@ is caught by the structured configs) and gets a stable run id.
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,8 +37,9 @@ class Cohort:
 
 
 # ----------------------------------------------------------------------------- parsing
+@functools.lru_cache(maxsize=1)
 def _parser():
-    from hydra._internal.grammar.functions import Functions  # noqa: F401 (type only)
+    """One override parser (with `pow2`) per process: every override of a grid is parsed twice."""
     from hydra.core.override_parser.overrides_parser import OverridesParser, create_functions
     from hydra.core.override_parser.types import ChoiceSweep
 
