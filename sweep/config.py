@@ -83,9 +83,10 @@ class ParamConfig:
     sigma_w2: float = 2.0
     sigma_w2_last: float = 1.0
     init_scale: float = 1.0
-    # jax: sigma is the untruncated normal's std (paper footnote; variance 0.774 sigma^2/fan_in);
-    # exact: rescaled to variance sigma^2/fan_in
-    truncation: str = "jax"
+    # exact: truncated normal rescaled to variance sigma^2/fan_in (the authors' code:
+    # variance_scaling(..., "truncated_normal")); jax: sigma is the untruncated normal's std
+    # (jax.nn.initializers.truncated_normal; variance 0.774 sigma^2/fan_in)
+    truncation: str = "exact"
     # muP + Adam: per-layer learning-rate factors of Appendix D.2.1; False = "simple-muP".
     adam_lr_factors: bool = False
 
@@ -132,6 +133,9 @@ class AugmentConfig:
 class DataConfig:
     name: str = MISSING
     subset: int = 0  # keep the first `subset` training examples (0 = all), class-balanced order
+    # per_image: each example minus its own mean over pixels and channels, divided by its own std
+    # (the authors' code); per_channel: the training set's per-channel mean and std
+    standardize: str = "per_image"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -217,7 +221,12 @@ class ProbeConfig:
 class OutcomeConfig:
     """How a finished run is classified."""
 
-    blowup: float = 1e3  # diverged when the loss exceeds blowup x initial loss (or is NaN/inf)
+    # Diverged = the training loss is NaN/inf (the paper's rule, Appendix D: Adam spikes by 1e3-1e9
+    # and comes back, ending "failed", never "diverged"). Optional early stop for runs that blow up
+    # and stay up: with blowup set, also diverged once the loss stays above blowup x initial loss
+    # for blowup_patience consecutive updates. null = NaN/inf only.
+    blowup: Optional[float] = None
+    blowup_patience: int = 100
     fail_acc_factor: float = 1.5  # failed when final train accuracy < factor x chance
     lm_min_improvement: float = 0.1  # LM failed when final loss > (1 - x) * initial loss
 
@@ -295,11 +304,19 @@ class Config:
     data: DataConfig = MISSING
     cluster: ClusterConfig = MISSING
     loss: Loss = Loss.mse
+    # MSE normalization (sets the sharpness scale): half_mean = 0.5 x mean over examples AND
+    # classes (the authors' code), mean = mean over examples and classes, half_sum = 0.5 x sum over
+    # classes, mean over examples (= C/2 x mean).
+    mse_reduction: str = "half_mean"
     lr: float = 0.1
     lr_unit: LrUnit = LrUnit.absolute  # sharpness: lr is a multiple of 1/lambda0
     lr_init: float = 0.0
     lr_init_mode: str = "value"  # value: lr_init as given; eta_c: lr_init = the estimated eta_c (Section 6.1)
     warmup: int = 1
+    # linear: eq. 7 over `warmup` updates; catapult: persistent catapult warmup (Section 7,
+    # Algorithm 3): the lr jumps to the eta_c estimate (eta_c.* settings) each time the loss falls
+    # below the last reference point, until it reaches lr; `warmup` is then unused.
+    warmup_mode: str = "linear"
     decay: Decay = Decay.none
     decay_rho: float = 1.0
     decay_min_factor: float = 0.1
@@ -334,6 +351,10 @@ DATA_OPTIONS = {
 # Cluster presets are YAML files (conf/cluster/*.yaml) validated by the ClusterConfig type of
 # Config.cluster; no ConfigStore entries of the same names (Hydra's deprecated schema matching).
 CLUSTER_OPTIONS: dict = {}
+
+MSE_REDUCTIONS = ("half_mean", "mean", "half_sum")
+STANDARDIZATIONS = ("per_image", "per_channel")
+WARMUP_MODES = ("linear", "catapult")
 
 # Keys that say where or how a run is executed, not what it computes: not part of run ids.
 EXECUTION_KEYS = ("sweep_name", "results_dir", "force", "cohort", "cluster", "grid", "extend")
@@ -370,6 +391,14 @@ def validate(cfg: Any) -> None:
         (cfg.param.init_scale > 0, f"param.init_scale={cfg.param.init_scale}: must be > 0"),
         (cfg.param.name in ("sp", "mup"), f"param.name={cfg.param.name}: allowed sp, mup"),
         (cfg.param.truncation in ("jax", "exact"), f"param.truncation={cfg.param.truncation}: allowed jax, exact"),
+        (cfg.mse_reduction in MSE_REDUCTIONS,
+         f"mse_reduction={cfg.mse_reduction}: allowed {', '.join(MSE_REDUCTIONS)}"),
+        (cfg.data.standardize in STANDARDIZATIONS,
+         f"data.standardize={cfg.data.standardize}: allowed {', '.join(STANDARDIZATIONS)}"),
+        (cfg.warmup_mode in WARMUP_MODES, f"warmup_mode={cfg.warmup_mode}: allowed {', '.join(WARMUP_MODES)}"),
+        (cfg.outcome.blowup is None or cfg.outcome.blowup > 1,
+         f"outcome.blowup={cfg.outcome.blowup}: must be > 1 (a multiple of the initial loss) or null"),
+        (cfg.outcome.blowup_patience >= 1, f"outcome.blowup_patience={cfg.outcome.blowup_patience}: must be >= 1"),
         (cfg.cohort.max_size >= 1, f"cohort.max_size={cfg.cohort.max_size}: must be >= 1"),
         (cfg.extend.factor > 1, f"extend.factor={cfg.extend.factor}: must be > 1"),
         (cfg.extend.margin >= 0, f"extend.margin={cfg.extend.margin}: must be >= 0"),

@@ -5,9 +5,11 @@ Layout of the computation (one "iteration" i = probe at step i, then update i+1)
   - probes (sharpness, preconditioned sharpness, test evaluation) sit behind `lax.cond` on an
     unbatched "is this a probe step" flag, so off-probe steps cost nothing extra;
   - every member sees the same minibatch sequence (and augmentation), drawn from `data_seed`;
-  - a member whose loss is NaN/inf or exceeds `blowup` x its initial loss is frozen: its
-    parameters stop updating and its later measurements are NaN; the others are unaffected
-    (vmap keeps members independent). When every member is frozen, training stops early.
+  - a member whose training loss is NaN/inf (or, with `outcome.blowup` set, stays above blowup x
+    its initial loss for `outcome.blowup_patience` updates) is frozen: its parameters stop updating
+    and its trace ends at that step; the others are unaffected (vmap keeps members independent).
+    When every member is frozen, training stops early. Nothing a member records depends on which
+    cohort it trains in (tests/test_cohort_invariance.py).
 The host reads back one chunk of per-iteration scalars at a time and keeps the probe rows.
 """
 from __future__ import annotations
@@ -108,6 +110,7 @@ class Member(NamedTuple):
     active: jax.Array
     div_step: jax.Array
     loss0: jax.Array
+    over: jax.Array  # consecutive updates with the loss above blowup x loss0
 
 
 class Carry(NamedTuple):
@@ -138,7 +141,7 @@ class CohortResult:
     traces: list[pd.DataFrame]
     divergence_step: list[Optional[int]]
     final: dict[str, np.ndarray]  # final_train_loss, final_train_acc, final_test_loss, final_test_acc
-    steps_run: int
+    steps_run: list[int]  # per member: updates applied (its divergence step, or all)
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -197,7 +200,8 @@ class CohortTrainer:
             flat, _ = ravel_pytree(params)
             v0 = jax.random.normal(jax.random.PRNGKey(seed + 7919), flat.shape, self.probe_dtype)
             member = Member(params, self._direction(h).init(params), v0, v0,
-                            jnp.asarray(True), jnp.asarray(-1, jnp.int32), jnp.asarray(jnp.nan, jnp.float32))
+                            jnp.asarray(True), jnp.asarray(-1, jnp.int32), jnp.asarray(jnp.nan, jnp.float32),
+                            jnp.asarray(0, jnp.int32))
             return member, variables.get("lr_scale")
 
         members, lr_scale = jax.jit(jax.vmap(one))(
@@ -273,7 +277,7 @@ class CohortTrainer:
         (loss, acc), grads = jax.value_and_grad(self.w.loss_and_accuracy, has_aux=True)(
             m.params, x, y, True)
         loss0 = jnp.where(jnp.isnan(m.loss0), loss, m.loss0)
-        bad = ~jnp.isfinite(loss) | (loss > float(self.cfg.outcome.blowup) * loss0)
+        over, bad = divergence_check(loss, loss0, m.over, self.cfg.outcome)
         tx = self._direction(h)
         direction, opt_state = tx.update(grads, m.opt_state, m.params)
         lr_t = optim.learning_rate(step + 1, h, self.steps, self.cosine)
@@ -284,7 +288,8 @@ class CohortTrainer:
         params, opt_state = jax.tree.map(lambda new, old: jnp.where(keep, new, old),
                                          (new_params, opt_state), (m.params, m.opt_state))
         div_step = jnp.where(m.active & bad, step, m.div_step)
-        member = m._replace(params=params, opt_state=opt_state, active=keep, div_step=div_step, loss0=loss0)
+        member = m._replace(params=params, opt_state=opt_state, active=keep, div_step=div_step, loss0=loss0,
+                            over=over)
         return member, jnp.where(m.active, loss, jnp.nan), jnp.where(m.active, acc, jnp.nan)
 
     def _minibatch(self, carry: Carry, data: DeviceData, step: jax.Array):
@@ -432,28 +437,44 @@ class CohortTrainer:
                 on_chunk(carry, i, rows)
             if not active.any():
                 break
-        steps_run = min(i, total) - 1
         final = self.final_metrics(carry.members)
         div = np.asarray(jax.device_get(carry.members.div_step))
-        traces = [self._member_trace(rows, m) for m in range(self.k)]
+        divergence = [int(s) if s >= 0 else None for s in div]
+        # A member's trace ends at its divergence step (the probe row of that step is its last real
+        # one): when it trains stops for the others does not change its record.
+        traces = [self._member_trace(rows, m, divergence[m]) for m in range(self.k)]
         elapsed = time.perf_counter() - t0
         return CohortResult(
             traces=traces,
-            divergence_step=[int(s) if s >= 0 else None for s in div],
+            divergence_step=divergence,
             final={k: np.asarray(v) for k, v in final.items()},
-            steps_run=steps_run,
-            timings={"train_s": elapsed, "first_chunk_s": compile_s, "steps": float(steps_run)},
+            steps_run=[self.steps if d is None else d for d in divergence],
+            timings={"train_s": elapsed, "first_chunk_s": compile_s, "steps": float(min(i, total) - 1)},
         )
 
-    def _member_trace(self, rows: list, m: int) -> pd.DataFrame:
+    def _member_trace(self, rows: list, m: int, last_step: Optional[int] = None) -> pd.DataFrame:
         records = []
         for step, vals in rows:
+            if last_step is not None and step > last_step:
+                break
             rec = {"step": step}
             for key in TRACE_COLUMNS[1:]:
                 rec[key] = vals[key][m].item() if key in vals else np.nan
             records.append(rec)
         df = pd.DataFrame.from_records(records, columns=TRACE_COLUMNS)
         return df.astype({"step": "int64", "hvps": "int64"})
+
+
+def divergence_check(loss: jax.Array, loss0: jax.Array, over: jax.Array, outcome: Any):
+    """(new over-count, diverged?) for one update. Diverged: the loss is NaN/inf, the paper's only
+    criterion; with `outcome.blowup` set, also when the loss has stayed above blowup x loss0 for
+    `blowup_patience` consecutive updates (a blow-up that does not come back; a cheap early stop)."""
+    bad = ~jnp.isfinite(loss)
+    blowup = outcome.get("blowup", None)
+    if blowup is None:
+        return over, bad
+    over = jnp.where(loss > float(blowup) * loss0, over + 1, 0).astype(jnp.int32)
+    return over, bad | (over >= int(outcome.get("blowup_patience", 100)))
 
 
 def _probe_sequential(mode: str) -> bool:

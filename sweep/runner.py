@@ -176,11 +176,13 @@ def run_cohort(cohort: Cohort, sweep: Path, *, force: bool = False,
         return []
     sweep_name = sweep.name
     cfgs = [r.cfg for r in runs]
+    t0 = time.perf_counter()
+    # A missing or defective data set is the user's to fix (DataError, one line): it is raised
+    # before any record is written, so it never shows up as a run's result.
+    dataset = dataset_for(cfgs[0])
     try:
         configure_jax()
         ensure_float64(cfgs)
-        t0 = time.perf_counter()
-        dataset = dataset_for(cfgs[0])
         workload = build_workload(cfgs[0], dataset)
         t_data = time.perf_counter() - t0
         lambda0 = None
@@ -211,7 +213,7 @@ def run_cohort(cohort: Cohort, sweep: Path, *, force: bool = False,
         final = {k: float(v[m]) for k, v in result.final.items()}
         outcome, summary = summarize(
             spec.cfg, result.traces[m], final, result.divergence_step[m], float(lr_abs[m]),
-            float(lr_init_abs[m]), None if lambda0 is None else float(lambda0[m]), dataset, result.steps_run)
+            float(lr_init_abs[m]), None if lambda0 is None else float(lambda0[m]), dataset, result.steps_run[m])
         summary.update(eta_c_fields[m])
         rec = _base_record(spec, sweep_name)
         rec.update(status="done", outcome=outcome, summary=summary, error=None,

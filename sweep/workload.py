@@ -20,12 +20,21 @@ from sweep.models import build_model
 PROBE_SEED = 12345  # the measurement batch is the same for every run of every sweep
 
 
-def mse_loss(logits: jax.Array, targets: jax.Array) -> jax.Array:
-    """Mean over examples AND classes of the squared error: L = 1/(B C) sum_i ||f(x_i) - y_i||^2
-    with one-hot y (jnp.mean of the squares, the authors' convention). The normalization sets the
-    sharpness scale: 1/(2B) sum ||.||^2 would multiply every lambda by C/2. With it (and the "jax"
-    truncated-normal init) FCN-4-512 SP on a 5k CIFAR-10 subset has lambda0 ~ 53 (paper: ~ 50)."""
-    return jnp.mean(jnp.square(logits - targets))
+def mse_loss(logits: jax.Array, targets: jax.Array, reduction: str = "half_mean") -> jax.Array:
+    """Squared error against one-hot y. The normalization sets the sharpness scale, so it is a
+    config choice (`mse_reduction`):
+      half_mean  L = 1/(2 B C) sum_i ||f(x_i) - y_i||^2   (the authors' code: 0.5 x jnp.mean)
+      mean       L = 1/(B C)   sum_i ||f(x_i) - y_i||^2   (2 x every lambda of half_mean)
+      half_sum   L = 1/(2 B)   sum_i ||f(x_i) - y_i||^2   (C x every lambda of half_mean)
+    """
+    sq = jnp.square(logits - targets)
+    if reduction == "half_mean":
+        return 0.5 * jnp.mean(sq)
+    if reduction == "mean":
+        return jnp.mean(sq)
+    if reduction == "half_sum":
+        return 0.5 * jnp.mean(jnp.sum(sq, axis=-1))
+    raise ValueError(f"mse_reduction={reduction!r}: allowed half_mean, mean, half_sum")
 
 
 def xent_loss(logits: jax.Array, targets: jax.Array) -> jax.Array:
@@ -33,7 +42,19 @@ def xent_loss(logits: jax.Array, targets: jax.Array) -> jax.Array:
     return jnp.mean(-jnp.sum(targets * jax.nn.log_softmax(logits), axis=-1))
 
 
-LOSSES: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {"mse": mse_loss, "xent": xent_loss}
+LOSSES: dict[str, Callable[..., jax.Array]] = {"mse": mse_loss, "xent": xent_loss}
+
+
+def standardize_images(x: jax.Array, mode: str, mean: Optional[jax.Array], std: Optional[jax.Array]) -> jax.Array:
+    """uint8 images -> float32. per_image: each image minus its own mean over pixels and channels,
+    over its own std (the authors' code); per_channel: the training set's channel mean and std."""
+    xf = x.astype(jnp.float32)
+    if mode == "per_image":
+        axes = tuple(range(1, x.ndim))
+        mu = jnp.mean(xf, axis=axes, keepdims=True)
+        sigma = jnp.std(xf, axis=axes, keepdims=True)
+        return (xf - mu) / jnp.maximum(sigma, 1e-6)
+    return (xf - mean) / std
 
 
 @dataclass
@@ -65,15 +86,18 @@ class Workload:
     data: DeviceData
     mean: Optional[jax.Array]
     std: Optional[jax.Array]
+    mse_reduction: str = "half_mean"
+    standardize: str = "per_image"
 
     @property
     def num_classes(self) -> int:
         return self.dataset.num_classes
 
     def prepare(self, x: jax.Array) -> jax.Array:
-        """uint8 images -> standardized float32, inside the step (images stay uint8 on device)."""
+        """uint8 images -> standardized float32, inside the step (images stay uint8 on device).
+        Float inputs were standardized on the host when loaded (sweep.data.base.load_dataset)."""
         if x.dtype == jnp.uint8:
-            return (x.astype(jnp.float32) - self.mean) / self.std
+            return standardize_images(x, self.standardize, self.mean, self.std)
         return x
 
     def targets(self, y: jax.Array) -> jax.Array:
@@ -91,10 +115,15 @@ class Workload:
         if hard and self.loss_name == "xent":  # no (B, T, vocab) one-hot for language models
             loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
         else:
-            loss = LOSSES[self.loss_name](logits, self.targets(y).astype(logits.dtype))
+            loss = self._loss(logits, self.targets(y).astype(logits.dtype))
         label = y if hard else jnp.argmax(y, -1)
         acc = jnp.mean((jnp.argmax(logits, -1) == label).astype(jnp.float32))
         return loss, acc
+
+    def _loss(self, logits: jax.Array, targets: jax.Array) -> jax.Array:
+        if self.loss_name == "mse":
+            return mse_loss(logits, targets, self.mse_reduction)
+        return LOSSES[self.loss_name](logits, targets)
 
     def evaluate(self, params: Any, x: jax.Array, y: jax.Array, batch: int) -> tuple[jax.Array, jax.Array]:
         """Mean loss and accuracy over (x, y) in fixed-size chunks (lax.map keeps memory flat).
@@ -145,4 +174,5 @@ def build_workload(cfg: Any, dataset: Dataset) -> Workload:
     mean = None if dataset.mean is None else jnp.asarray(dataset.mean, jnp.float32)
     std = None if dataset.std is None else jnp.asarray(dataset.std, jnp.float32)
     return Workload(model, dataset, str(cfg.loss.value if hasattr(cfg.loss, "value") else cfg.loss),
-                    data, mean, std)
+                    data, mean, std, str(cfg.get("mse_reduction", "half_mean")),
+                    str(cfg.data.get("standardize", "per_image")))

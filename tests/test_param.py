@@ -85,13 +85,29 @@ def test_dense_and_conv_kernel_variance_is_sigma_w2_over_fan_in():
     assert float(jnp.var(k)) == pytest.approx(2.0 / (9 * 64), rel=0.02)  # fan_in = k*k*C_in
 
 
-def test_init_scale_multiplies_every_weight():
-    x = jnp.ones((2, 6))
-    base = FCN(3, depth=3, width=16, scheme=Scheme("sp")).init(jax.random.PRNGKey(0), x)["params"]
-    scaled = FCN(3, depth=3, width=16, scheme=Scheme("sp", init_scale=3.0)).init(jax.random.PRNGKey(0), x)["params"]
-    for layer in base:
-        np.testing.assert_allclose(scaled[layer]["kernel"], 3.0 * base[layer]["kernel"], rtol=1e-6)
-        np.testing.assert_array_equal(scaled[layer]["bias"], 0.0)
+def test_init_scale_is_not_part_of_the_model():
+    """init_scale may differ inside a cohort, so the model never bakes it in; the engine scales each
+    member's weights (tests/test_cohort_invariance.py checks the records end to end)."""
+    assert "init_scale" not in Scheme.__dataclass_fields__
+
+
+@pytest.mark.parametrize("layer", ["dense", "conv"])
+def test_mup_multiplier_scales_the_bias_too(layer):
+    """Appendix D.2.1 / the authors' code: muP multiplies the layer's output, bias included:
+    y = multiplier * (x W + b)."""
+    scheme = Scheme("mup")
+    if layer == "dense":
+        mod, x = ParamDense(7, "output", scheme), jax.random.normal(jax.random.PRNGKey(0), (3, 64))
+        fan_in = 64
+    else:
+        mod, x = ParamConv(7, 3, 1, "output", scheme), jax.random.normal(jax.random.PRNGKey(0), (2, 4, 4, 8))
+        fan_in = 9 * 8
+    params = mod.init(jax.random.PRNGKey(1), x)["params"]
+    bias = jnp.arange(7, dtype=jnp.float32) + 1.0
+    with_bias = mod.apply({"params": {**params, "bias": bias}}, x)
+    without = mod.apply({"params": params}, x)  # zero bias
+    np.testing.assert_allclose(with_bias - without, np.broadcast_to(bias / math.sqrt(fan_in), with_bias.shape),
+                               rtol=1e-5, atol=1e-6)
 
 
 def fcn_output_std(param: str, width: int, seed: int, x: jax.Array) -> float:

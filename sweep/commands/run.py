@@ -26,6 +26,7 @@ def _print_record(rec: dict) -> None:
 def run_locally(runs: Sequence, sweep: Path, force: bool) -> int:
     """Train every unfinished run, cohort by cohort, in this process. Returns the number of runs
     that ended in an error record (the rest of the grid still runs)."""
+    from sweep.errors import UserError
     from sweep.grid import make_cohorts
     from sweep.runner import pending_runs, run_cohort
 
@@ -41,6 +42,8 @@ def run_locally(runs: Sequence, sweep: Path, force: bool) -> int:
 
         try:
             records = run_cohort(cohort, sweep, force=force, progress=progress)
+        except UserError:  # a data or config defect: one line, nothing recorded
+            raise
         except Exception as exc:  # noqa: BLE001 - error records are written; keep going
             failures += len(members)
             first = str(exc).splitlines()[0] if str(exc) else ""

@@ -124,7 +124,42 @@ def _loader(name: str) -> Callable[[Any], Dataset]:
     return getattr(importlib.import_module(module), func)
 
 
+def standardize_per_example(x: np.ndarray) -> np.ndarray:
+    """Each example minus its own mean over all its features, over its own std (float32)."""
+    axes = tuple(range(1, x.ndim))
+    x64 = x.astype(np.float64)
+    mu = x64.mean(axis=axes, keepdims=True)
+    sigma = np.maximum(x64.std(axis=axes, keepdims=True), 1e-6)
+    return ((x64 - mu) / sigma).astype(np.float32)
+
+
+def check_dataset(ds: Dataset, source: str) -> None:
+    """Data defects would otherwise train and be recorded as a (permanent) outcome, e.g. one NaN
+    pixel as "diverged at step 0". Fail in one line before any compute instead."""
+    for split, x, y in (("train", ds.x_train, ds.y_train), ("test", ds.x_test, ds.y_test)):
+        if len(x) == 0:
+            raise DataError(f"{source}: x_{split} is empty; the data set needs training and test examples")
+        if len(x) != len(y):
+            raise DataError(f"{source}: x_{split} has {len(x)} examples but y_{split} has {len(y)}")
+        if np.issubdtype(x.dtype, np.floating):
+            bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
+            if bad:
+                raise DataError(f"{source}: x_{split} holds {bad} NaN/inf values; clean or drop those examples")
+        if not np.issubdtype(y.dtype, np.integer):
+            raise DataError(f"{source}: y_{split} must hold integer labels, got dtype {y.dtype}")
+        limit = ds.num_classes if ds.task == "classification" else None
+        if y.size and (y.min() < 0 or (limit is not None and y.max() >= limit)):
+            raise DataError(f"{source}: y_{split} has labels in [{y.min()}, {y.max()}], outside "
+                            f"[0, {(limit or 0) - 1}] for {limit} classes")
+
+
 def load_dataset(data_cfg: Any) -> Dataset:
-    """Build the data set a config names, then apply `data.subset`."""
+    """Build the data set a config names, check it, apply `data.subset` and, for float inputs, the
+    per-example standardization (uint8 images are standardized on the device, sweep.workload)."""
     ds = _loader(data_cfg.name)(data_cfg)
-    return take_subset(ds, int(getattr(data_cfg, "subset", 0) or 0))
+    check_dataset(ds, f"data={data_cfg.name}")
+    ds = take_subset(ds, int(getattr(data_cfg, "subset", 0) or 0))
+    mode = str(getattr(data_cfg, "standardize", "per_image"))
+    if mode == "per_image" and ds.task == "classification" and np.issubdtype(ds.x_train.dtype, np.floating):
+        ds.x_train, ds.x_test = standardize_per_example(ds.x_train), standardize_per_example(ds.x_test)
+    return ds

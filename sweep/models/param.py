@@ -79,13 +79,14 @@ class Scheme:
     param: str = "sp"
     sigma_w2: float = 2.0
     sigma_w2_last: float = 1.0
-    init_scale: float = 1.0
-    truncation: str = "jax"
+    truncation: str = "exact"
 
     @classmethod
     def from_config(cls, cfg: Any) -> "Scheme":
-        return cls(cfg.name, float(cfg.sigma_w2), float(cfg.sigma_w2_last), float(cfg.init_scale),
-                   str(getattr(cfg, "truncation", "jax")))
+        """`param.init_scale` is deliberately NOT part of the scheme: it may differ between the
+        members of a cohort, so the engine multiplies each member's weights by its own scale
+        (sweep.engine.init_members). Baking it in here applied member 0's scale to everyone."""
+        return cls(cfg.name, float(cfg.sigma_w2), float(cfg.sigma_w2_last), str(getattr(cfg, "truncation", "exact")))
 
     def scaling(self, role: str, fan_in: int, fan_out: int) -> LayerScaling:
         s2 = self.sigma_w2_last if role == "output" else self.sigma_w2
@@ -97,7 +98,7 @@ class _ScaledLayer(nn.Module):
 
     def make_kernel(self, scheme: Scheme, role: str, shape: tuple, fan_in: int, fan_out: int):
         sc = scheme.scaling(role, fan_in, fan_out)
-        kernel = self.param("kernel", truncated_normal_init(sc.init_std * scheme.init_scale, scheme.truncation), shape)
+        kernel = self.param("kernel", truncated_normal_init(sc.init_std, scheme.truncation), shape)
         self._record_lr_scale("kernel", sc)
         return kernel, sc
 
@@ -112,7 +113,10 @@ class _ScaledLayer(nn.Module):
 
 
 class ParamDense(_ScaledLayer):
-    """Dense layer under SP or muP: y = multiplier * (x @ W) + b."""
+    """Dense layer under SP or muP: y = multiplier * (x @ W + b). The multiplier scales the layer's
+    *output*, bias included (Appendix D.2.1; the authors multiply after a Dense layer with bias).
+    A bias added after the multiplier is not rescaled by muP's 1/sqrt(fan_in) readout factor and adds
+    a constant kernel of ~2/C to the Hessian (muP lambda0 0.28 instead of ~0.10 at mean-MSE)."""
 
     features: int
     role: str = "hidden"
@@ -123,10 +127,10 @@ class ParamDense(_ScaledLayer):
     def __call__(self, x: jax.Array) -> jax.Array:
         fan_in = x.shape[-1]
         kernel, sc = self.make_kernel(self.scheme, self.role, (fan_in, self.features), fan_in, self.features)
-        y = (x @ kernel.astype(x.dtype)) * sc.multiplier
+        y = x @ kernel.astype(x.dtype)
         if self.use_bias:
             y = y + self.make_bias(sc, self.features).astype(x.dtype)
-        return y
+        return y * sc.multiplier
 
 
 class ParamConv(_ScaledLayer):
@@ -148,10 +152,10 @@ class ParamConv(_ScaledLayer):
         y = jax.lax.conv_general_dilated(
             x, kernel.astype(x.dtype), (self.strides, self.strides), "SAME",
             dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        ) * sc.multiplier
+        )
         if self.use_bias:
             y = y + self.make_bias(sc, self.features).astype(x.dtype)
-        return y
+        return y * sc.multiplier
 
 
 class ParamLayerNorm(nn.LayerNorm):
@@ -185,7 +189,7 @@ class ParamEmbed(_ScaledLayer):
     @nn.compact
     def __call__(self, tokens: jax.Array) -> jax.Array:
         sc = layer_scaling(self.scheme.param, "input", 1, self.features, self.sigma2)
-        table = self.param("embedding", truncated_normal_init(sc.init_std * self.scheme.init_scale, self.scheme.truncation),
+        table = self.param("embedding", truncated_normal_init(sc.init_std, self.scheme.truncation),
                            (self.num_embeddings, self.features))
         self._record_lr_scale("embedding", sc)
         return jnp.take(table, tokens, axis=0) * sc.multiplier
