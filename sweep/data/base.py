@@ -133,6 +133,15 @@ def standardize_per_example(x: np.ndarray) -> np.ndarray:
     return ((x64 - mu) / sigma).astype(np.float32)
 
 
+def check_finite(x: np.ndarray, what: str, source: str) -> None:
+    """Raise a one-line DataError when a float array holds NaN/inf (call on the raw arrays, before
+    any standardization spreads one bad value over a whole channel)."""
+    if np.issubdtype(x.dtype, np.floating):
+        bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
+        if bad:
+            raise DataError(f"{source}: {what} holds {bad} NaN/inf values; clean or drop those examples")
+
+
 def check_dataset(ds: Dataset, source: str) -> None:
     """Data defects would otherwise train and be recorded as a (permanent) outcome, e.g. one NaN
     pixel as "diverged at step 0". Fail in one line before any compute instead."""
@@ -141,10 +150,7 @@ def check_dataset(ds: Dataset, source: str) -> None:
             raise DataError(f"{source}: x_{split} is empty; the data set needs training and test examples")
         if len(x) != len(y):
             raise DataError(f"{source}: x_{split} has {len(x)} examples but y_{split} has {len(y)}")
-        if np.issubdtype(x.dtype, np.floating):
-            bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
-            if bad:
-                raise DataError(f"{source}: x_{split} holds {bad} NaN/inf values; clean or drop those examples")
+        check_finite(x, f"x_{split}", source)
         if not np.issubdtype(y.dtype, np.integer):
             raise DataError(f"{source}: y_{split} must hold integer labels, got dtype {y.dtype}")
         limit = ds.num_classes if ds.task == "classification" else None

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from sweep.data.base import Dataset, DataError, channel_stats, standardize_per_channel
+from sweep.data.base import Dataset, DataError, channel_stats, check_finite, standardize_per_channel
 
 REQUIRED_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
@@ -46,6 +46,8 @@ def load_npz(cfg: Any) -> Dataset:
     a = _read(path)
     y_train, y_test = _labels(a["y_train"], "y_train", path), _labels(a["y_test"], "y_test", path)
     x_train, x_test = a["x_train"], a["x_test"]
+    check_finite(x_train, "x_train", f"data=npz {path}")
+    check_finite(x_test, "x_test", f"data=npz {path}")
     for key, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
         if len(x) != len(y):
             raise DataError(f"{path}: x_{key} has {len(x)} examples but y_{key} has {len(y)}")
