@@ -253,7 +253,9 @@ class CohortTrainer:
         nan = jnp.asarray(jnp.nan, jnp.float32)
         test_loss, test_acc = jax.lax.cond(do_eval, test_eval, lambda _: (nan, nan), None)
         probe = Probe(loss, acc, gnorm, jnp.asarray(sharp, jnp.float32), pc_sharp, hvps, test_loss, test_acc)
-        probe = jax.tree.map(lambda v: jnp.where(m.active, v, jnp.nan) if v.dtype != jnp.int32 else v, probe)
+        # every probe field is float32 (int32 for counts), whatever x64 mode made of them
+        probe = jax.tree.map(lambda v: jnp.where(m.active, v, jnp.nan).astype(jnp.float32)
+                             if v.dtype != jnp.int32 else v, probe)
         return probe, vec, pc_vec
 
     def _first_update_nu(self, params: Any, h: optim.Hyper, data: DeviceData) -> Any:
@@ -300,7 +302,7 @@ class CohortTrainer:
             epoch = step // self.steps_per_epoch
             n = data.x_train.shape[0]
             key = jax.random.fold_in(jax.random.PRNGKey(int(self.cfg.data_seed)), epoch)
-            perm = jax.lax.cond(pos == 0, lambda: jax.random.permutation(key, n), lambda: carry.perm)
+            perm = jax.lax.cond(pos == 0, lambda: jax.random.permutation(key, n).astype(jnp.int32), lambda: carry.perm)
             idx = jax.lax.dynamic_slice(perm, (pos * self.batch,), (self.batch,))
             x, y = data.x_train[idx], data.y_train[idx]
         if self.augment is not None:

@@ -146,3 +146,19 @@ def test_float64_probe_is_really_float64(compose_cfg):
         assert abs(lam - float(dense[-1])) / float(dense[-1]) < 1e-9
     finally:
         jax.config.update("jax_enable_x64", False)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_float64_probes_train_with_minibatches(compose_cfg, tmp_path, optimizer):
+    """probe.dtype=float64 through the whole engine with minibatches (the epoch permutation and the
+    probe fields used to come out int64/float64 under x64 and broke the scan's cond branches)."""
+    import jax
+
+    try:
+        cfg = compose_cfg(*SMALL, f"optimizer={optimizer}", "lr=0.01", "probe.dtype=float64", "steps=8")
+        rec = run_cohort(Cohort("f", [RunSpec(run_id(cfg), cfg, {})]), tmp_path / "f64")[0]
+    finally:
+        jax.config.update("jax_enable_x64", False)
+    assert rec["status"] == "done" and np.isfinite(rec["summary"]["max_sharpness"])
+    if optimizer == "adam":
+        assert np.isfinite(rec["summary"]["initial_precond_sharpness"])
