@@ -8,15 +8,15 @@ output multiplier, and (muP + Adam only) a per-layer learning-rate factor:
   muP in/hidden W ~ TN(0, s2/fan_out)                          multiplier sqrt(fan_out/fan_in)
   muP output    W ~ TN(0, s2/fan_in)                           multiplier 1/sqrt(fan_in)
 
-TN is a normal truncated at +-2 std. With `truncation="jax"` (the default, the paper's footnote:
-jax.nn.initializers.truncated_normal) the std written is that of the *untruncated* normal, so the
-actual variance is 0.774 x the one written, as in the authors' code; with this convention and the
-mean-squared-error normalization of sweep.workload, FCN-4-512 in SP on a 5k CIFAR-10 subset starts
-at lambda0 ~ 53 (the paper: ~ 50). `truncation="exact"` rescales so the variance is exactly the
-one written (jax's variance_scaling convention). At initialization muP's input and hidden layers compute
-the same function as SP; only the readout is 1/sqrt(fan_in) smaller, which is what makes
-muP networks start flat (lambda0 ~ 1/width of SP's). The init-scale multiplier alpha of
-Gilmer et al. multiplies every weight. Adam learning-rate factors for muP (input
+TN is a normal truncated at +-2 std. With `truncation="exact"` (the default, the authors' code:
+variance_scaling(..., "truncated_normal")) it is rescaled so its variance is exactly the one written;
+with `truncation="jax"` (jax.nn.initializers.truncated_normal) the std written is the *untruncated*
+normal's, so the actual variance is 0.774 x the one written. The multiplier scales the layer's
+output, bias included: y = multiplier * (x W + b). At initialization muP's input and hidden layers
+compute the same function as SP; only the readout is 1/sqrt(fan_in) smaller, which is what makes
+muP networks start flat. The init-scale multiplier alpha of Gilmer et al. is NOT applied here: it
+may differ between cohort members, so the engine multiplies each member's weights by its own alpha.
+Adam learning-rate factors for muP (input
 1/sqrt(fan_out), hidden 1/sqrt(fan_in), output 1/fan_in) are stored in the `lr_scale`
 variable collection, mirroring the `params` tree, so the optimizer can apply them.
 """
