@@ -323,6 +323,15 @@ def _context_title(df: pd.DataFrame, facet: Sequence[str]) -> str:
     return ", ".join(parts)
 
 
+def add_title_line(fig: plt.Figure, line: str) -> plt.Figure:
+    """Put `line` (e.g. "Kalra & Barkeshli Fig. 1 · quick: FCN-4-256, ...") above the figure's title."""
+    old = fig._suptitle.get_text() if getattr(fig, "_suptitle", None) is not None else ""
+    width = max(60, int(fig.get_figwidth() * 11))
+    wrapped = textwrap.fill(line, width) if "$" not in line else line
+    fig.suptitle("\n".join(filter(None, [wrapped, old])), fontsize=11)
+    return fig
+
+
 def _grid_figure(n_panels: int, ncols: int | None = None, panel_size=(4.2, 3.6)):
     ncols = ncols or min(n_panels, 3)
     nrows = math.ceil(n_panels / ncols)

@@ -1,21 +1,30 @@
-"""`sweep figures NAME [overrides...] [--submit] [--dry-run] [--plot-only]`: one command per paper figure.
+"""`sweep figures NAME [overrides...] [--scale quick|paper] [--submit] [--dry-run] [--plot-only]`: one
+command per paper figure; `sweep figures --list` names them all.
 
-Composes the figure's experiments (sweep/figures.py) with the extra overrides, trains them here like
-`sweep run` (until-divergence included) or queues them like `sweep submit`, then draws the figure with
-`sweep plot`'s own code (same files, same sidecars). Overrides scale a figure down for a preview:
-`sweep figures fig1 steps=200 data.subset=1000`, `sweep figures fig3 data=npz data.path=... steps=50`.
+Composes the figure's experiments (sweep/figures.py) at the chosen scale with the extra overrides (which
+reach every experiment of the figure and win over the scale's own), trains them here like `sweep run`
+(until-divergence included) or queues them like `sweep submit`, then draws the figure with `sweep plot`'s
+own code (same files, same sidecars), titled with the figure, the scale and its reductions.
+
+    sweep figures fig1                                   # quick scale (default): minutes on a laptop CPU
+    sweep figures fig1 data=npz data.path=cifar10_subset.npz
+    sweep figures fig3 --scale paper --submit cluster=slurm_a100
 """
 from __future__ import annotations
 
 import argparse
 import shlex
 
-from sweep.figures import FIGURES, Figure, get_figure
+from sweep.figures import FIGURES, SCALES, Figure, get_figure, science_overrides
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("name", help=f"the figure: {', '.join(FIGURES)}")
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides applied to every experiment of the figure")
+    parser.add_argument("name", nargs="?", help="the figure (see --list): " + ", ".join(FIGURES))
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides applied to every experiment of the figure "
+                        "(after the scale's reductions, so they win)")
+    parser.add_argument("--scale", default="quick", choices=SCALES,
+                        help="quick (default): the documented laptop-CPU reduction; paper: Appendix D's settings")
+    parser.add_argument("--list", action="store_true", help="list every figure with its description and scales")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--submit", action="store_true",
                       help="queue the runs like `sweep submit` (cluster=... in the overrides) instead of training here")
@@ -25,29 +34,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", default="png,pdf", help="figure file formats (as `sweep plot --format`)")
 
 
-def experiment_overrides(experiment: str, overrides: list[str]) -> list[str]:
-    return [f"experiment={experiment}", *overrides]
+def listing() -> str:
+    """One block per figure: name, description, and what each scale runs."""
+    lines = []
+    for fig in FIGURES.values():
+        lines.append(f"{fig.name:8s} {fig.description}")
+        lines.append(f"{'':8s}   paper: {fig.paper or 'Appendix D settings'}  [experiments: "
+                     f"{', '.join(fig.experiments)}]")
+        quick = fig.scale("quick")
+        minutes = f" (~{quick.minutes:g} min on a 2-core CPU)" if quick.minutes else ""
+        lines.append(f"{'':8s}   quick: {quick.reductions}{minutes}")
+    return "\n".join(lines)
 
 
-def sweep_dirs(fig: Figure, overrides: list[str]) -> list[str]:
+def sweep_dirs(fig: Figure, scale: str, overrides: list[str]) -> list[str]:
     """The sweep folders the figure's experiments write to, in order, without duplicates."""
     from sweep import store
     from sweep.grid import _is_sweep, compose
 
     dirs = []
     for exp in fig.experiments:
-        cfg = compose([o for o in experiment_overrides(exp, overrides) if not _is_sweep(o)])
+        cfg = compose([o for o in fig.overrides(exp, scale, overrides) if not _is_sweep(o)])
         dirs.append(str(store.sweep_dir(cfg.results_dir, cfg.sweep_name)))
     return list(dict.fromkeys(dirs))
 
 
-def _train(fig: Figure, overrides: list[str], dry_run: bool) -> int:
+def _train(fig: Figure, scale: str, overrides: list[str], dry_run: bool) -> int:
     from sweep.commands.run import print_plan, run_grid
     from sweep.grid import expand
 
     failures = 0
     for exp in fig.experiments:
-        runs = expand(experiment_overrides(exp, overrides))
+        runs = expand(fig.overrides(exp, scale, overrides))
         print(f"[{exp}] ", end="")
         sweep, force = print_plan(runs, dry_run)
         if not dry_run:
@@ -55,42 +73,65 @@ def _train(fig: Figure, overrides: list[str], dry_run: bool) -> int:
     return failures
 
 
-def _submit(fig: Figure, overrides: list[str], dry_run: bool) -> int:
+def _submit(fig: Figure, scale: str, overrides: list[str], dry_run: bool) -> int:
     from sweep.commands import submit
 
     rc = 0
     for exp in fig.experiments:
-        print(f"[{exp}] sweep submit {shlex.join(experiment_overrides(exp, overrides))}")
-        rc |= submit.command(argparse.Namespace(overrides=experiment_overrides(exp, overrides), dry_run=dry_run))
+        exp_overrides = fig.overrides(exp, scale, overrides)
+        print(f"[{exp}] sweep submit {shlex.join(exp_overrides)}")
+        rc |= submit.command(argparse.Namespace(overrides=exp_overrides, dry_run=dry_run))
     if not dry_run:
-        later = shlex.join(["sweep", "figures", fig.name, *overrides, "--plot-only"])
+        later = shlex.join(["sweep", "figures", fig.name, *overrides, "--scale", scale, "--plot-only"])
         print(f"queued; the lr axis grows only when runs finish here (until_divergence is local). "
               f"When the jobs are done: {later}")
     return rc
 
 
-def draw(fig: Figure, overrides: list[str], formats: str) -> None:
+def plot_extras(fig: Figure, scale: str, overrides: list[str]) -> tuple[str, ...]:
+    """`sweep plot` options that title the figure and record figure, scale and reductions in its sidecar."""
+    s = fig.scale(scale)
+    meta = {"paper_figure": fig.name, "scale": scale, "reductions": s.reductions,
+            "extra_overrides": " ".join(science_overrides(overrides)), "experiments": ",".join(fig.experiments)}
+    if s.minutes is not None:
+        meta["estimated_cpu_minutes"] = f"{s.minutes:g}"
+    extras = ["--title", fig.title(scale, overrides)]
+    for key, value in meta.items():
+        extras += ["--meta", f"{key}={value}"]
+    return tuple(extras)
+
+
+def plot_argvs(fig: Figure, scale: str, overrides: list[str], formats: str) -> list[list[str]]:
+    """Every `sweep plot` argv of the figure."""
+    extras = plot_extras(fig, scale, overrides)
+    return [call.argv(d, formats, extras) for d in sweep_dirs(fig, scale, overrides) for call in fig.plots]
+
+
+def draw(fig: Figure, scale: str, overrides: list[str], formats: str) -> None:
     """Every plot of the figure through `sweep plot` itself."""
     from sweep.commands import plot as plot_command
 
-    for sweep_dir in sweep_dirs(fig, overrides):
-        for call in fig.plots:
-            parser = argparse.ArgumentParser(prog="sweep plot")
-            plot_command.add_arguments(parser)
-            plot_command.command(parser.parse_args(call.argv(sweep_dir, formats)))
+    for argv in plot_argvs(fig, scale, overrides, formats):
+        parser = argparse.ArgumentParser(prog="sweep plot")
+        plot_command.add_arguments(parser)
+        plot_command.command(parser.parse_args(argv))
 
 
 def command(args: argparse.Namespace) -> int:
+    if args.list or not args.name:
+        print(listing())
+        return 0
     fig = get_figure(args.name)
     overrides = list(args.overrides)
-    print(f"{fig.name}: {fig.description}")
+    scale = args.scale
+    print(f"{fig.name} [{scale}]: {fig.description}")
+    print(f"  {fig.title(scale, overrides)}")
     if args.dry_run:
-        for sweep_dir in sweep_dirs(fig, overrides):
-            for call in fig.plots:
-                print(f"  would draw: sweep plot {shlex.join(call.argv(sweep_dir, args.format))}")
+        for argv in plot_argvs(fig, scale, overrides, args.format):
+            print(f"  would draw: sweep plot {shlex.join(argv)}")
     if args.submit:
-        return _submit(fig, overrides, args.dry_run)
-    failures = 0 if args.plot_only else _train(fig, overrides, args.dry_run)
+        return _submit(fig, scale, overrides, args.dry_run)
+    failures = 0 if args.plot_only else _train(fig, scale, overrides, args.dry_run)
     if not args.dry_run:
-        draw(fig, overrides, args.format)
+        draw(fig, scale, overrides, args.format)
     return 1 if failures else 0

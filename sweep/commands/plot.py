@@ -36,6 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--step", type=int, default=None,
                         help="scatter: the training step of the right panel (default: the longest warmup)")
     parser.add_argument("--format", default="png,pdf", help="comma-separated file formats (default png,pdf)")
+    parser.add_argument("--title", default=None,
+                        help="a first title line for every figure (e.g. which paper figure, scale and reductions)")
+    parser.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra KEY=VALUE recorded under 'meta' in each figure's JSON sidecar (repeatable)")
 
 
 def command_line(args: argparse.Namespace) -> str:
@@ -46,7 +50,21 @@ def command_line(args: argparse.Namespace) -> str:
         if value is not None:
             parts += [flag, str(value)]
     parts += [flag for flag, on in (("--annotate", args.annotate), ("--shared-scale", args.shared_scale)) if on]
+    if getattr(args, "title", None):
+        parts += ["--title", args.title]
+    for item in getattr(args, "meta", None) or []:
+        parts += ["--meta", item]
     return shlex.join(parts)
+
+
+def _meta(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--meta {item}: expected KEY=VALUE")
+        out[key] = value
+    return out
 
 
 def _default_metric(summary) -> str:
@@ -103,14 +121,23 @@ def command(args: argparse.Namespace) -> int:
     if summary.empty:
         raise ConfigError(f"{args.sweep_dir}: no finished runs to plot yet (no runs/*/record.json)")
     sweep_dir = Path(args.sweep_dir)
+    meta = _meta(getattr(args, "meta", None) or [])
     sidecar = {
         "command": command_line(args),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "data": [{"path": str(sweep_dir / agg.SUMMARY_FILE), "rows": len(summary)},
                  {"path": str(sweep_dir / agg.TRACES_FILE), "rows": len(traces)}],
     }
+    title = getattr(args, "title", None)
+    if title:
+        sidecar["title"] = title
+    if meta:
+        sidecar["meta"] = meta
     out_dir = sweep_dir / "figures"
     for name, build in _figures(args, summary, traces):
-        for path in _save(build(), out_dir, name, formats, sidecar):
+        fig = build()
+        if title:
+            plot.add_title_line(fig, title)
+        for path in _save(fig, out_dir, name, formats, sidecar):
             print(path)
     return 0
