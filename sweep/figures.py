@@ -130,17 +130,16 @@ WRN_TRAJ_QUICK = (  # WRN-16-1 trajectories (Figures 15, 16)
 WRN_TRAJ_QUICK_TEXT = "WRN-10-1, 5k CIFAR-10, B=256, 150 steps, T_wrm 1,16,64, float32 sharpness on 256 examples"
 
 WRN_PHASE_QUICK = (  # WRN-16-4 SGD phase diagrams (Figures 3, 19, 21)
-    "model.depth=10", "model.widen=1", *_CIFAR_QUICK, "steps=300", "lr=pow2(0,5)", "warmup=1,16,256",
+    "model.depth=10", "model.widen=1", *_CIFAR_QUICK, "steps=200", "lr=pow2(0,4,2)", "warmup=1,8,64",
     "extend.until_divergence=false", "probe.every=100", "data.augment.mixup=0.0")
-WRN_PHASE_QUICK_TEXT = ("WRN-10-1, 5k subset, 300 steps, lr 2^0..2^5/lambda0 (fixed, not until divergence), "
-                        "T_wrm 1,16,256, no mixup")
+WRN_PHASE_QUICK_TEXT = ("WRN-10-1, 5k subset, 200 steps, lr 2^0,2^2,2^4/lambda0 (fixed, not until divergence), "
+                        "T_wrm 1,8,64, no mixup")
 
-WRN_ADAM_QUICK = (  # WRN-16-4 Adam phase diagrams (Figures 22-24): 2^x * 1e-5, x = 4 .. 14 in steps of 2
-    "model.depth=10", "model.widen=1", *_CIFAR_QUICK, "steps=300",
-    "lr=pow2(-12.609640474436812,-2.609640474436812,2)", "warmup=1,16,256",
+WRN_ADAM_QUICK = (  # WRN-16-4 Adam phase diagrams (Figures 22-24): 2^x * 1e-5, x = 6, 9, 12 (failure ~ x=11)
+    "model.depth=10", "model.widen=1", *_CIFAR_QUICK, "steps=200",
+    "lr=pow2(-10.609640474436812,-4.609640474436812,3)", "warmup=1,8,64",
     "extend.until_divergence=false", "probe.every=100", "data.augment.mixup=0.0")
-WRN_ADAM_QUICK_TEXT = ("WRN-10-1, 5k subset, 300 steps, lr 2^x*1e-5 for x=4,6,..,14 (fixed), T_wrm 1,16,256, "
-                       "no mixup")
+WRN_ADAM_QUICK_TEXT = "WRN-10-1, 5k subset, 200 steps, lr 2^x*1e-5 for x=6,9,12 (fixed), T_wrm 1,8,64, no mixup"
 
 TREACH_QUICK = (  # T_reach / T_save (Figures 5, 27): eta_c search + a short run
     "model.depth=10", "model.widen=1", *_CIFAR_QUICK, "steps=100", "lr=pow2(0,4,2)", "warmup=16,64,256",
@@ -190,7 +189,7 @@ _FIGURES = (
     Figure("fig3", "WRN SGD phase diagrams (best test accuracy): warmup pushes the divergence boundary to larger "
            "eta_trgt, most for SP and MSE",
            ("fig3_sp", "fig3_mup"), _heat("best_test_acc", "param,loss"),
-           _quick(WRN_PHASE_QUICK, WRN_PHASE_QUICK_TEXT, 12, "lr=pow2(0,4)", note="lr 2^0..2^4 (3 panels)"),
+           _quick(WRN_PHASE_QUICK, WRN_PHASE_QUICK_TEXT, 20, note="3 panels, 3 compiled cohorts"),
            paper="WRN-16-4, CIFAR-10 (aug.), SGD B=128, 1e5 steps, (SP,MSE) (muP,xent) (SP,xent), "
                  "2^x/lambda0 until divergence x T_wrm 4^0..4^6"),
     Figure("fig4", "LM Adam vs GI-Adam phase diagrams (final test loss): GI-Adam pushes the failure boundary",
@@ -201,7 +200,7 @@ _FIGURES = (
                  "x T_wrm 4^0..4^6"),
     Figure("fig5", "T_reach and T_save when warmup starts at eta_init = eta_c (WRN SP, SGD)",
            ("fig5",), _TREACH,
-           _quick(TREACH_QUICK, TREACH_QUICK_TEXT, 6),
+           _quick(TREACH_QUICK, TREACH_QUICK_TEXT, 8),
            paper="WRN-16-4 SP, CIFAR-10, xent, SGD B=128, 1e4 steps, eta_0 = eta_trgt/T_wrm, delta 0.1"),
     Figure("fig6", "GI-Adam (SP): lower initial preconditioned sharpness, no early spike (Figure 2 with GI-Adam)",
            ("fig30_sp",), _traj(""),
@@ -242,11 +241,11 @@ _FIGURES = (
            paper="FCN-4-512 muP & SP, CIFAR-10 (aug.), xent, full-batch Adam 0.001, 2000 steps"),
     Figure("fig15", "WRN-16-1 SGD (B=512) trajectories, MSE",
            ("fig15_mup", "fig15_sp"), _traj("param"),
-           _quick(WRN_TRAJ_QUICK, WRN_TRAJ_QUICK_TEXT, 10),
+           _quick(WRN_TRAJ_QUICK, WRN_TRAJ_QUICK_TEXT, 15),
            paper="WRN-16-1, CIFAR-10 (aug.), MSE, SGD B=512, muP 1/lambda0 & SP 32/lambda0, 2000 steps"),
     Figure("fig16", "WRN-16-1 SGD (B=512) trajectories, cross-entropy",
            ("fig16_mup", "fig16_sp"), _traj("param"),
-           _quick(WRN_TRAJ_QUICK, WRN_TRAJ_QUICK_TEXT, 10),
+           _quick(WRN_TRAJ_QUICK, WRN_TRAJ_QUICK_TEXT, 15),
            paper="WRN-16-1, CIFAR-10 (aug.), xent, SGD B=512, muP 1/lambda0 & SP 32/lambda0, 2000 steps"),
     Figure("fig17", "LM SGD trajectories: Pre-LN sharpens from a flat start; without the last LayerNorm it starts "
            "~100x sharper and reduces sharpness",
@@ -260,8 +259,7 @@ _FIGURES = (
     # ------------------------------------------------------------------ Appendix F: more phase diagrams
     Figure("fig19", "WRN SGD phase diagrams on CIFAR-100 and Tiny-ImageNet",
            ("fig19_cifar100", "fig19_tiny_imagenet"), _heat("best_test_acc", "data"),
-           _quick(WRN_PHASE_QUICK, WRN_PHASE_QUICK_TEXT, 12, "lr=pow2(0,4,2)",
-                  note="lr 2^0,2^2,2^4 (2 data sets)"),
+           _quick(WRN_PHASE_QUICK, WRN_PHASE_QUICK_TEXT, 14, note="5k of each data set"),
            paper="WRN-16-4 SP, xent, SGD B=128, 1e5 steps, 2^x/lambda0 until divergence x T_wrm 4^0..4^6"),
     Figure("fig20", "LM SGD phase diagrams (final test loss): Pre-LN vs no last LayerNorm (needs warmup)",
            ("fig20",), _heat("final_test_loss", "model.norm"),
@@ -269,19 +267,19 @@ _FIGURES = (
            paper="LM-4-128 ctx 64, WikiText-2, SGD B=64, 1e4 steps, 2^x/lambda0 until divergence x T_wrm 4^0..4^6"),
     Figure("fig21", "WRN SGD phase diagrams with momentum and/or cosine decay",
            ("fig21",), _heat("best_test_acc", "momentum,decay"),
-           _quick(WRN_PHASE_QUICK, WRN_PHASE_QUICK_TEXT, 13, "lr=pow2(0,4,2)", note="lr 2^0,2^2,2^4 (4 panels)"),
+           _quick(WRN_PHASE_QUICK, WRN_PHASE_QUICK_TEXT, 25, note="4 panels, 4 compiled cohorts"),
            paper="WRN-16-4 SP, CIFAR-10, xent, SGD B=128, b in {0,0.9} x {none, cosine}, 1e5 steps"),
     Figure("fig22", "WRN Adam vs GI-Adam phase diagrams on CIFAR-10 (caption printed as CIFAR-100)",
            ("fig22",), _heat("best_test_acc", "optimizer"),
-           _quick(WRN_ADAM_QUICK, WRN_ADAM_QUICK_TEXT, 12),
+           _quick(WRN_ADAM_QUICK, WRN_ADAM_QUICK_TEXT, 14),
            paper="WRN-16-4 SP, CIFAR-10, xent, B=128, 1e5 steps, 2^x*1e-5 until failure x T_wrm 4^0..4^6"),
     Figure("fig23", "WRN Adam vs GI-Adam phase diagrams on CIFAR-100",
            ("fig23",), _heat("best_test_acc", "optimizer"),
-           _quick(WRN_ADAM_QUICK, WRN_ADAM_QUICK_TEXT, 12, note="5k CIFAR-100"),
+           _quick(WRN_ADAM_QUICK, WRN_ADAM_QUICK_TEXT, 14, note="5k CIFAR-100"),
            paper="WRN-16-4 SP, CIFAR-100, xent, B=128, 1e5 steps, 2^x*1e-5 until failure x T_wrm 4^0..4^6"),
     Figure("fig24", "WRN Adam vs GI-Adam phase diagrams on Tiny-ImageNet",
            ("fig24",), _heat("best_test_acc", "optimizer"),
-           _quick(WRN_ADAM_QUICK, WRN_ADAM_QUICK_TEXT, 15, note="5k Tiny-ImageNet (64x64)"),
+           _quick(WRN_ADAM_QUICK, WRN_ADAM_QUICK_TEXT, 20, note="5k Tiny-ImageNet (64x64)"),
            paper="WRN-16-4 SP, Tiny-ImageNet, xent, B=128, 1e5 steps, 2^x*1e-5 until failure x T_wrm 4^0..4^6"),
     Figure("fig25", "LM Adam vs GI-Adam phase diagrams (= Figure 4, B=64; shares its runs)",
            ("fig4",), _heat("final_test_loss", "optimizer"),
@@ -291,21 +289,21 @@ _FIGURES = (
     # ------------------------------------------------------------------ Appendices G-I
     Figure("fig26", "Adam does not diverge: loss spikes and recovers to a failure far beyond the failure boundary",
            ("fig26",), _traj("target_lr"),
-           _quick(WRN_ADAM_QUICK, WRN_ADAM_QUICK_TEXT.split(", lr")[0], 6,
-                  "lr=pow2(-6.609640474436812,7.390359525563188,2)", "warmup=1", "probe.every=10",
-                  note="lr 2^x*1e-5 for x=10,12,..,24, T_wrm 1"),
+           Scale("quick", (*WRN_ADAM_QUICK, "lr=pow2(-6.609640474436812,7.390359525563188,2)", "warmup=1",
+                                   "probe.every=10"),
+                 "WRN-10-1, 5k subset, 200 steps, lr 2^x*1e-5 for x=10,12,..,24, T_wrm 1, no mixup", 10),
            paper="WRN-16-4 SP, CIFAR-10, xent, Adam B=128, T_wrm 1, no decay, 1e5 steps, 2^x*1e-5 x=10..24"),
     Figure("fig27", "T_reach / T_save for WRN muP with SGD: eta_c ~ eta_max, almost the whole warmup saved",
            ("fig27",), _TREACH,
-           _quick(TREACH_QUICK, TREACH_QUICK_TEXT, 6),
+           _quick(TREACH_QUICK, TREACH_QUICK_TEXT, 8),
            paper="WRN-16-4 muP, CIFAR-10, xent, SGD B=128, 1e4 steps, eta_0 = eta_trgt/T_wrm, delta 0.1"),
     Figure("fig28", "T_reach / T_save for WRN SP with Adam",
            ("fig28",), _TREACH,
-           _quick(TREACH_ADAM_QUICK, TREACH_ADAM_QUICK_TEXT, 6),
+           _quick(TREACH_ADAM_QUICK, TREACH_ADAM_QUICK_TEXT, 8),
            paper="WRN-16-4 SP, CIFAR-10, xent, Adam B=128, 1e4 steps, 2^x*1e-5, delta 0.1"),
     Figure("fig29", "T_reach / T_save for WRN muP with Adam",
            ("fig29",), _TREACH,
-           _quick(TREACH_ADAM_QUICK, TREACH_ADAM_QUICK_TEXT, 6),
+           _quick(TREACH_ADAM_QUICK, TREACH_ADAM_QUICK_TEXT, 8),
            paper="WRN-16-4 muP (per-layer Adam lrs), CIFAR-10, xent, Adam B=128, 1e4 steps, 2^x*1e-5, delta 0.1"),
     Figure("fig30", "GI-Adam trajectories (muP and SP): initial preconditioned sharpness ~sqrt(1-b2) of Adam's",
            ("fig30_mup", "fig30_sp"), _traj("param"),
@@ -315,8 +313,8 @@ _FIGURES = (
            ("fig31",),
            (PlotCall("trajectories", ("--facet", "optimizer,target_lr")),
             PlotCall("heatmap", ("--metric", "best_test_acc", "--facet", "optimizer"))),
-           _quick(WRN_ADAM_QUICK, WRN_ADAM_QUICK_TEXT.split(", lr")[0], 5, "lr=0.02048,0.04096", "warmup=1,64",
-                  "probe.every=10", note="lr 0.02048, 0.04096, T_wrm 1,64 (not 1024)"),
+           Scale("quick", (*WRN_ADAM_QUICK, "lr=0.02048,0.04096", "warmup=1,64", "probe.every=10"),
+                 "WRN-10-1, 5k subset, 200 steps, lr 0.02048, 0.04096, T_wrm 1,64 (not 1024), no mixup", 12),
            paper="WRN-16-4 SP, CIFAR-10, xent, B=128, 1e5 steps, Adam T_wrm 1 & 1024, GI-Adam; eta 0.02048, 0.04096"),
     # ------------------------------------------------------------------ not in the paper
     Figure("gilmer2", "Gilmer et al. Fig. 2 style: sharpness at init and later vs lr, X = diverged "
