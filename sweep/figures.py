@@ -150,12 +150,12 @@ TREACH_ADAM_QUICK_TEXT = "WRN-10-1, 5k subset, 100 steps, lr 2^x*1e-5 for x=4,8,
 
 LM_WIKITEXT_QUICK = ("model.depth=2", "model.width=64", "model.heads=2", "model.context=32", "data.context=32",
                      "data.subset=2000")
-LM_PHASE_QUICK = (*LM_WIKITEXT_QUICK, "steps=300", "warmup=1,16,256", "extend.until_divergence=false",
+LM_PHASE_QUICK = (*LM_WIKITEXT_QUICK, "batch_size=32", "steps=200", "warmup=1,8,64", "extend.until_divergence=false",
                   "probe.every=100")
-LM_PHASE_QUICK_TEXT = "LM-2-64, context 32, 2000 WikiText-2 windows, 300 steps, T_wrm 1,16,256"
-LM_TRAJ_QUICK = (*LM_WIKITEXT_QUICK, "batch_size=128", "steps=200", "warmup=1,16,64", "probe.dtype=float32",
+LM_PHASE_QUICK_TEXT = "LM-2-64, context 32, 2000 WikiText-2 windows, B=32, 200 steps, T_wrm 1,8,64"
+LM_TRAJ_QUICK = (*LM_WIKITEXT_QUICK, "batch_size=64", "steps=200", "warmup=1,16,64", "probe.dtype=float32",
                  "probe.batch_size=256", "probe.dense_steps=32", "probe.every=12")
-LM_TRAJ_QUICK_TEXT = ("LM-2-64, context 32, 2000 WikiText-2 windows, B=128, 200 steps, T_wrm 1,16,64, "
+LM_TRAJ_QUICK_TEXT = ("LM-2-64, context 32, 2000 WikiText-2 windows, B=64, 200 steps, T_wrm 1,16,64, "
                       "float32 sharpness on 256 windows")
 
 
@@ -194,8 +194,8 @@ _FIGURES = (
                  "2^x/lambda0 until divergence x T_wrm 4^0..4^6"),
     Figure("fig4", "LM Adam vs GI-Adam phase diagrams (final test loss): GI-Adam pushes the failure boundary",
            ("fig4",), _heat("final_test_loss", "optimizer"),
-           _quick(LM_PHASE_QUICK, LM_PHASE_QUICK_TEXT, 8, "lr=pow2(-13.287712379549449,-7.287712379549449,1)",
-                  note="lr 1e-4*2^x, x=0..6"),
+           _quick(LM_PHASE_QUICK, LM_PHASE_QUICK_TEXT, 10, "lr=pow2(-13.287712379549449,-7.287712379549449,2)",
+                  note="lr 1e-4*2^x, x=0,2,4,6"),
            paper="Pre-LN LM-4-128 ctx 64, WikiText-2, B=64, cosine decay, 1e4 steps, 1e-4*2^(x/2) until failure "
                  "x T_wrm 4^0..4^6"),
     Figure("fig5", "T_reach and T_save when warmup starts at eta_init = eta_c (WRN SP, SGD)",
@@ -263,7 +263,7 @@ _FIGURES = (
            paper="WRN-16-4 SP, xent, SGD B=128, 1e5 steps, 2^x/lambda0 until divergence x T_wrm 4^0..4^6"),
     Figure("fig20", "LM SGD phase diagrams (final test loss): Pre-LN vs no last LayerNorm (needs warmup)",
            ("fig20",), _heat("final_test_loss", "model.norm"),
-           _quick(LM_PHASE_QUICK, LM_PHASE_QUICK_TEXT, 6, "lr=pow2(0,4)", note="lr 2^0..2^4/lambda0"),
+           _quick(LM_PHASE_QUICK, LM_PHASE_QUICK_TEXT, 7, "lr=pow2(0,4,2)", note="lr 2^0,2^2,2^4/lambda0"),
            paper="LM-4-128 ctx 64, WikiText-2, SGD B=64, 1e4 steps, 2^x/lambda0 until divergence x T_wrm 4^0..4^6"),
     Figure("fig21", "WRN SGD phase diagrams with momentum and/or cosine decay",
            ("fig21",), _heat("best_test_acc", "momentum,decay"),
@@ -283,8 +283,8 @@ _FIGURES = (
            paper="WRN-16-4 SP, Tiny-ImageNet, xent, B=128, 1e5 steps, 2^x*1e-5 until failure x T_wrm 4^0..4^6"),
     Figure("fig25", "LM Adam vs GI-Adam phase diagrams (= Figure 4, B=64; shares its runs)",
            ("fig4",), _heat("final_test_loss", "optimizer"),
-           _quick(LM_PHASE_QUICK, LM_PHASE_QUICK_TEXT, 8, "lr=pow2(-13.287712379549449,-7.287712379549449,1)",
-                  note="lr 1e-4*2^x, x=0..6"),
+           _quick(LM_PHASE_QUICK, LM_PHASE_QUICK_TEXT, 10, "lr=pow2(-13.287712379549449,-7.287712379549449,2)",
+                  note="lr 1e-4*2^x, x=0,2,4,6"),
            sweep="fig4", paper="as Figure 4"),
     # ------------------------------------------------------------------ Appendices G-I
     Figure("fig26", "Adam does not diverge: loss spikes and recovers to a failure far beyond the failure boundary",
