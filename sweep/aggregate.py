@@ -31,7 +31,7 @@ REQUIRED_RECORD_KEYS = ("run_id", "outcome", "config", "grid", "summary")
 SUMMARY_METRICS = (
     "lambda0", "divergence_step", "best_test_acc", "best_test_loss", "final_test_acc", "final_test_loss",
     "final_train_loss", "final_train_acc", "max_sharpness", "final_sharpness", "initial_loss",
-    "steps_run", "eta_c", "t_reach", "t_save",
+    "steps_run", "eta_c", "t_reach", "t_save", "catapults", "catapult_searches", "catapult_forward_passes",
 )
 # trace column -> name in traces.parquet (the plotting vocabulary)
 TRACE_COLUMNS = {

@@ -20,7 +20,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2  # 2: the carry holds each member's catapult-warmup state (sweep/catapult.py)
 
 
 def rows_to_arrays(rows: list) -> dict[str, np.ndarray]:
@@ -45,7 +45,7 @@ def trainer_fingerprint(trainer: Any) -> str:
 
     h = hashlib.sha256(cohort_key(trainer.cfg).encode())
     h.update(f"{trainer.steps}:{trainer.chunk}:{trainer.k}".encode())
-    for arr in (trainer.plan.seeds, trainer.plan.init_scales, *trainer.plan.hyper):
+    for arr in (trainer.plan.seeds, trainer.plan.init_scales, trainer.plan.catapult_eta0, *trainer.plan.hyper):
         h.update(np.ascontiguousarray(np.asarray(arr)).tobytes())
     return h.hexdigest()[:20]
 

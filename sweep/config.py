@@ -258,6 +258,21 @@ class EtaCConfig:
     max_bisections: int = 30
 
 
+@dataclass
+class CatapultConfig:
+    """Persistent catapult warmup (warmup_mode=catapult; Section 7, Algorithm 3; sweep/catapult.py).
+    The search itself takes eta_c.delta / max_doublings / max_bisections / initial_guess (null:
+    eta_trgt / 1000). The paper does not say which loss Algorithm 3 compares or searches on."""
+
+    # probe: L(theta_t) vs L(theta*) and the eta_c search on the fixed measurement batch
+    # (deterministic); batch: both on the current training minibatch (noisy comparison)
+    loss: str = "probe"
+    # state: the search steps along the optimizer's next update from its current state (momentum /
+    # Adam moments included); fresh: along its first update from a fresh state (Section 6.1's search).
+    # The two agree at theta_0 and for plain SGD.
+    direction: str = "state"
+
+
 # ----------------------------------------------------------------------------- execution
 @dataclass
 class ClusterConfig:
@@ -329,6 +344,7 @@ class Config:
     cohort: CohortConfig = field(default_factory=CohortConfig)
     extend: ExtendConfig = field(default_factory=ExtendConfig)
     eta_c: EtaCConfig = field(default_factory=EtaCConfig)
+    catapult: CatapultConfig = field(default_factory=CatapultConfig)
     grid: Dict[str, Any] = field(default_factory=dict)  # experiment grids: key -> sweep string
     sweep_name: str = "default"
     results_dir: str = "results"
@@ -406,6 +422,11 @@ def validate(cfg: Any) -> None:
         (cfg.lr_init_mode == "value" or cfg.lr_init == 0,
          f"lr_init={cfg.lr_init} with lr_init_mode=eta_c: the search sets lr_init; drop lr_init or use lr_init_mode=value"),
         (cfg.eta_c.delta > 0, f"eta_c.delta={cfg.eta_c.delta}: must be > 0"),
+        (cfg.warmup_mode != "catapult" or (cfg.lr_init_mode == "value" and cfg.lr_init == 0),
+         "warmup_mode=catapult sets the lr by its own eta_c searches: drop lr_init / lr_init_mode=eta_c"),
+        (cfg.catapult.loss in ("probe", "batch"), f"catapult.loss={cfg.catapult.loss}: allowed probe, batch"),
+        (cfg.catapult.direction in ("state", "fresh"),
+         f"catapult.direction={cfg.catapult.direction}: allowed state, fresh"),
         (cfg.eta_c.initial_guess is None or cfg.eta_c.initial_guess > 0,
          f"eta_c.initial_guess={cfg.eta_c.initial_guess}: must be > 0 or null (null = lr / warmup)"),
         (cfg.eta_c.max_doublings >= 1 and cfg.eta_c.max_bisections >= 0,

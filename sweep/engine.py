@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from jax.flatten_util import ravel_pytree
 
-from sweep import curvature, optim
+from sweep import catapult, curvature, eta_c, optim
 from sweep.identity import cohort_key
 from sweep.runtime import configure_jax
 from sweep.workload import DeviceData, Workload, eval_batch_size
@@ -45,6 +45,7 @@ class CohortPlan:
     hyper: optim.Hyper  # arrays of shape (K,)
     seeds: np.ndarray  # (K,) init seeds
     init_scales: np.ndarray  # (K,)
+    catapult_eta0: np.ndarray  # (K,) warmup_mode=catapult: the first eta_c search's initial guess
 
     @property
     def size(self) -> int:
@@ -72,7 +73,8 @@ def plan_cohort(cfgs: Sequence[Any], lrs: Optional[Sequence[float]] = None,
         decay_min_factor=f32([c.decay_min_factor for c in cfgs]),
     )
     return CohortPlan(cfgs[0], hyper, np.asarray([int(c.seed) for c in cfgs]),
-                      np.asarray([float(c.param.init_scale) for c in cfgs], np.float32))
+                      np.asarray([float(c.param.init_scale) for c in cfgs], np.float32),
+                      catapult.initial_guesses(cfgs, lrs))
 
 
 def probe_mask(cfg: Any) -> np.ndarray:
@@ -111,6 +113,7 @@ class Member(NamedTuple):
     div_step: jax.Array
     loss0: jax.Array
     over: jax.Array  # consecutive updates with the loss above blowup x loss0
+    cat: catapult.CatapultState  # warmup_mode=catapult (Algorithm 3); carried, unused, otherwise
 
 
 class Carry(NamedTuple):
@@ -143,6 +146,7 @@ class CohortResult:
     final: dict[str, np.ndarray]  # final_train_loss, final_train_acc, final_test_loss, final_test_acc
     steps_run: list[int]  # per member: updates applied (its divergence step, or all)
     timings: dict[str, float] = field(default_factory=dict)
+    catapult: Optional[list[dict]] = None  # warmup_mode=catapult: per member summary fields
 
 
 class CohortTrainer:
@@ -157,6 +161,7 @@ class CohortTrainer:
         self.clip = self.cfg.optimizer.get("clip_norm", None)
         self.steps = int(self.cfg.steps)
         self.cosine = str(getattr(self.cfg.decay, "value", self.cfg.decay)) == "cosine"
+        self.catapult = str(self.cfg.get("warmup_mode", "linear")) == "catapult"
         n = int(workload.data.x_train.shape[0])
         bs = int(self.cfg.batch_size)
         self.full_batch = bs <= 0 or bs >= n
@@ -193,7 +198,7 @@ class CohortTrainer:
         """Initialize every member (vmapped over seeds), apply init scales, build optimizer state."""
         x0 = self.w.prepare(self.w.data.x_train[:2])
 
-        def one(seed, scale, h):
+        def one(seed, scale, h, eta0):
             variables = self.w.model.init(jax.random.PRNGKey(seed), x0)
             params = jax.tree_util.tree_map_with_path(
                 lambda path, p: p * scale if _is_weight(path) else p, variables["params"])
@@ -201,11 +206,12 @@ class CohortTrainer:
             v0 = jax.random.normal(jax.random.PRNGKey(seed + 7919), flat.shape, self.probe_dtype)
             member = Member(params, self._direction(h).init(params), v0, v0,
                             jnp.asarray(True), jnp.asarray(-1, jnp.int32), jnp.asarray(jnp.nan, jnp.float32),
-                            jnp.asarray(0, jnp.int32))
+                            jnp.asarray(0, jnp.int32), catapult.init_state(eta0))
             return member, variables.get("lr_scale")
 
         members, lr_scale = jax.jit(jax.vmap(one))(
-            jnp.asarray(self.plan.seeds), jnp.asarray(self.plan.init_scales), self.plan.hyper)
+            jnp.asarray(self.plan.seeds), jnp.asarray(self.plan.init_scales), self.plan.hyper,
+            jnp.asarray(self.plan.catapult_eta0, jnp.float32))
         if self.uses_lr_factors:  # the same constants for every member: keep one copy
             self.lr_scale = jax.tree.map(lambda a: a[0], lr_scale)
         return members
@@ -282,7 +288,7 @@ class CohortTrainer:
         over, bad = divergence_check(loss, loss0, m.over, self.cfg.outcome)
         tx = self._direction(h)
         direction, opt_state = tx.update(grads, m.opt_state, m.params)
-        lr_t = optim.learning_rate(step + 1, h, self.steps, self.cosine)
+        lr_t = self._learning_rate(m.cat, h, step + 1)
         if self.lr_scale is not None:
             direction = jax.tree.map(lambda d, s: d * s, direction, self.lr_scale)
         new_params = jax.tree.map(lambda p, d: p - lr_t * d, m.params, direction)
@@ -293,6 +299,51 @@ class CohortTrainer:
         member = m._replace(params=params, opt_state=opt_state, active=keep, div_step=div_step, loss0=loss0,
                             over=over)
         return member, jnp.where(m.active, loss, jnp.nan), jnp.where(m.active, acc, jnp.nan)
+
+    def _learning_rate(self, cat: catapult.CatapultState, h: optim.Hyper, t: jax.Array) -> jax.Array:
+        """The lr of update t for one member: the schedule (eq. 7/8), or under warmup_mode=catapult
+        the member's catapult eta until it reaches eta_trgt, then the post-warmup schedule."""
+        if self.catapult:
+            return catapult.learning_rate(cat, t, h, self.steps, self.cosine)
+        return optim.learning_rate(t, h, self.steps, self.cosine)
+
+    def _catapult_stage(self, ms: Member, h: optim.Hyper, data: DeviceData, x: jax.Array, y: jax.Array,
+                        step: jax.Array) -> Member:
+        """Algorithm 3 before update step + 1, for the whole cohort (sweep/catapult.py). The loss
+        comparison and the eta_c search each sit behind an UNBATCHED lax.cond (any member warming /
+        any member needing a search), so steps where no member needs them cost nothing extra; the
+        search is vmapped with the members that need none disabled, and each member keeps its own
+        result only. Frozen (diverged) members never search. `x, y`: this update's minibatch
+        (catapult.loss=batch)."""
+        k, ec, cc = self.k, self.cfg.eta_c, self.cfg.catapult
+        batch = (x, y) if str(cc.loss) == "batch" else (data.x_probe, data.y_probe)
+        from_state = str(cc.direction) == "state"
+
+        def loss_fn(p, b):
+            return self.w.loss_and_accuracy(p, b[0], b[1])[0]
+
+        def losses(params):
+            return jax.vmap(lambda p: loss_fn(p, batch).astype(jnp.float32))(params)
+
+        warm = catapult.warming(ms.cat, ms.active)
+        loss_now = jax.lax.cond(jnp.any(warm), losses, lambda _: jnp.full((k,), jnp.nan, jnp.float32), ms.params)
+        need = catapult.needs_search(ms.cat, ms.active, loss_now)
+
+        def search(args):
+            def one(p, st, hh, eta0, enabled):
+                r = eta_c.member_search(
+                    loss_fn, p, hh, batch, self.opt_name, eta0, hh.lr, delta=float(ec.delta), clip_norm=self.clip,
+                    lr_scale=self.lr_scale, max_doublings=int(ec.max_doublings),
+                    max_bisections=int(ec.max_bisections), enabled=enabled, opt_state=st if from_state else None)
+                return r.eta_c.astype(jnp.float32), r.forward_passes.astype(jnp.int32)
+
+            return jax.vmap(one)(*args)
+
+        def skip(args):
+            return args[3], jnp.zeros((k,), jnp.int32)
+
+        found, passes = jax.lax.cond(jnp.any(need), search, skip, (ms.params, ms.opt_state, h, ms.cat.lr, need))
+        return ms._replace(cat=catapult.advance(ms.cat, need, loss_now, found, passes, h.lr, step + 1))
 
     def _minibatch(self, carry: Carry, data: DeviceData, step: jax.Array):
         if self.full_batch:
@@ -334,7 +385,8 @@ class CohortTrainer:
 
         def do_update(c: Carry):
             x, y, perm = self._minibatch(c, data, step)
-            ms, loss, acc = jax.vmap(self._train_member, in_axes=(0, 0, None, None, None))(c.members, h, x, y, step)
+            ms = self._catapult_stage(c.members, h, data, x, y, step) if self.catapult else c.members
+            ms, loss, acc = jax.vmap(self._train_member, in_axes=(0, 0, None, None, None))(ms, h, x, y, step)
             return Carry(ms, perm, c.rng), loss, acc
 
         def no_update(c: Carry):
@@ -342,7 +394,8 @@ class CohortTrainer:
             return c, nan, nan
 
         carry, loss, acc = jax.lax.cond(step < self.steps, do_update, no_update, carry._replace(members=members))
-        lr_next = jax.vmap(lambda hh: optim.learning_rate(step + 1, hh, self.steps, self.cosine))(h)
+        # the lr update step + 1 used (catapult: from the state the update read)
+        lr_next = jax.vmap(lambda cat, hh: self._learning_rate(cat, hh, step + 1))(carry.members.cat, h)
         threshold = jax.vmap(lambda lr, hh: optim.instability_threshold(self.opt_name, lr, hh))(lr_next, h)
         out = {"lr": lr_next, "train_loss": loss, "train_acc": acc, "threshold": threshold, **probe._asdict()}
         return carry, out
@@ -447,6 +500,7 @@ class CohortTrainer:
         traces = [self._member_trace(rows, m, divergence[m]) for m in range(self.k)]
         elapsed = time.perf_counter() - t0
         return CohortResult(
+            catapult=catapult.summary(carry.members.cat) if self.catapult else None,
             traces=traces,
             divergence_step=divergence,
             final={k: np.asarray(v) for k, v in final.items()},

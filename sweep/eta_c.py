@@ -45,25 +45,30 @@ class EtaC(NamedTuple):
 
 
 def one_step_direction(grads: Any, params: Any, h: optim.Hyper, opt_name: str,
-                       clip_norm: Optional[float] = None, lr_scale: Any = None) -> Any:
-    """The direction d of the optimizer's first update from a fresh state (theta_1 = theta_0 - eta d)."""
+                       clip_norm: Optional[float] = None, lr_scale: Any = None, opt_state: Any = None) -> Any:
+    """The direction d of the optimizer's first update from a fresh state (theta_1 = theta_0 - eta d),
+    or, given `opt_state`, of its next update from that state (momentum / Adam moments included)."""
     tx = optim.direction(opt_name, h, clip_norm)
-    d, _ = tx.update(grads, tx.init(params), params)
+    d, _ = tx.update(grads, tx.init(params) if opt_state is None else opt_state, params)
     if lr_scale is not None:
         d = jax.tree.map(lambda di, s: di * s, d, lr_scale)
     return d
 
 
 def _search(loss_at: Callable[[jax.Array], jax.Array], loss0: jax.Array, eta0: jax.Array,
-            eta_trgt: jax.Array, delta: float, max_doublings: int, max_bisections: int) -> EtaC:
-    """Algorithms 1 and 2 for one member; `loss_at(eta)` = L(theta_1(eta)) with NaN -> inf."""
+            eta_trgt: jax.Array, delta: float, max_doublings: int, max_bisections: int,
+            enabled: Any = True) -> EtaC:
+    """Algorithms 1 and 2 for one member; `loss_at(eta)` = L(theta_1(eta)) with NaN -> inf.
+    `enabled` False (a traced bool: a cohort member that needs no search) makes both loops stop at
+    once and reports 0 forward passes; under vmap the others are unaffected."""
+    enabled = jnp.asarray(enabled)
     l_first = loss_at(eta0)
     up_at_guess = ~(l_first < loss0)
 
     # Algorithm 1: (eta, L(theta_1(eta)), capped, iterations, evaluations)
     def exp_cond(s):
         eta, l1, capped, i, _ = s
-        return (l1 < loss0) & ~capped & (i < max_doublings)
+        return enabled & (l1 < loss0) & ~capped & (i < max_doublings)
 
     def exp_body(s):
         eta, _, _, i, n = s
@@ -80,7 +85,7 @@ def _search(loss_at: Callable[[jax.Array], jax.Array], loss0: jax.Array, eta0: j
 
     def bin_cond(s):
         _, _, l_up, i, _ = s
-        return ~up_at_guess & ~(l_up <= bound) & (i < max_bisections)
+        return enabled & ~up_at_guess & ~(l_up <= bound) & (i < max_bisections)
 
     def bin_body(s):
         lwr, uppr, l_up, i, n = s
@@ -93,7 +98,26 @@ def _search(loss_at: Callable[[jax.Array], jax.Array], loss0: jax.Array, eta0: j
     _, uppr, _, _, n_bin = jax.lax.while_loop(bin_cond, bin_body, (0.5 * eta, eta, l_uppr, jnp.asarray(0),
                                                                     jnp.asarray(0)))
     eta_c = jnp.where(up_at_guess, eta0, uppr)
-    return EtaC(eta_c, loss0, 1 + n_exp + n_bin)
+    return EtaC(eta_c, loss0, jnp.where(enabled, 1 + n_exp + n_bin, 0))
+
+
+def member_search(loss_fn: LossFn, params: Any, h: optim.Hyper, batch: Any, opt_name: str,
+                  eta0: jax.Array, eta_trgt: jax.Array, *, delta: float, clip_norm: Optional[float] = None,
+                  lr_scale: Any = None, max_doublings: int = 40, max_bisections: int = 30,
+                  enabled: Any = True, opt_state: Any = None) -> EtaC:
+    """eta_c of ONE member at `params` (theta_0 of Section 6.1, or the current theta_t of the
+    persistent catapult warmup, sweep/catapult.py): Algorithms 1 and 2 on the loss of `batch`, along
+    the optimizer's first-update direction from a fresh state at `params` (or its next update from
+    `opt_state`). Vmap it over members."""
+    loss0, g0 = jax.value_and_grad(loss_fn)(params, batch)
+    d = one_step_direction(g0, params, h, opt_name, clip_norm, lr_scale, opt_state)
+
+    def loss_at(eta):
+        loss = loss_fn(jax.tree.map(lambda x, di: x - (eta * di).astype(x.dtype), params, d), batch)
+        return jnp.where(jnp.isfinite(loss), loss, jnp.inf)
+
+    return _search(loss_at, loss0, eta0, eta_trgt, float(delta), int(max_doublings), int(max_bisections),
+                   enabled)
 
 
 def estimate_eta_c(loss_fn: LossFn, params: Any, hyper: optim.Hyper, batch: Any, opt_name: str,
@@ -105,14 +129,8 @@ def estimate_eta_c(loss_fn: LossFn, params: Any, hyper: optim.Hyper, batch: Any,
     dtype = jnp.result_type(float)
 
     def member(p, h, e0, et, b):
-        loss0, g0 = jax.value_and_grad(loss_fn)(p, b)
-        d = one_step_direction(g0, p, h, opt_name, clip_norm, lr_scale)
-
-        def loss_at(eta):
-            loss = loss_fn(jax.tree.map(lambda x, di: x - (eta * di).astype(x.dtype), p, d), b)
-            return jnp.where(jnp.isfinite(loss), loss, jnp.inf)
-
-        return _search(loss_at, loss0, e0, et, float(delta), int(max_doublings), int(max_bisections))
+        return member_search(loss_fn, p, h, b, opt_name, e0, et, delta=delta, clip_norm=clip_norm,
+                             lr_scale=lr_scale, max_doublings=max_doublings, max_bisections=max_bisections)
 
     fn = jax.jit(jax.vmap(member, in_axes=(0, 0, 0, 0, None)))
     return fn(params, hyper, jnp.asarray(eta0, dtype), jnp.asarray(eta_trgt, dtype), batch)

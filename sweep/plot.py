@@ -39,6 +39,7 @@ NOT_FACETS = {
     "initial_loss", "steps_run", "eta_c", "t_reach", "t_save", "target_lr", "target_lr_over_lambda0",
     "step", "loss", "accuracy", "sharpness", "precond_sharpness", "threshold", "probe_loss", "probe_acc",
     "grad_norm", "test_loss", "test_acc", "data_seed", "lr_init",
+    "catapults", "catapult_searches", "catapult_forward_passes",
 }
 TRACE_VALUES = {"step", "lr", "loss", "accuracy", "sharpness", "precond_sharpness", "threshold", "probe_loss",
                 "probe_acc", "grad_norm", "test_loss", "test_acc"}

@@ -138,6 +138,9 @@ def summarize(cfg: Any, trace: pd.DataFrame, final: dict[str, float], divergence
         "eta_c": None,
         "t_reach": None,
         "t_save": None,
+        "catapults": None,  # warmup_mode=catapult (sweep/catapult.py); t_reach is then its T_reach
+        "catapult_searches": None,
+        "catapult_forward_passes": None,
     }
     if dataset.task == "lm":
         summary["final_test_perplexity"] = float(np.exp(min(final["final_test_loss"], 50.0)))
@@ -215,6 +218,8 @@ def run_cohort(cohort: Cohort, sweep: Path, *, force: bool = False,
             spec.cfg, result.traces[m], final, result.divergence_step[m], float(lr_abs[m]),
             float(lr_init_abs[m]), None if lambda0 is None else float(lambda0[m]), dataset, result.steps_run[m])
         summary.update(eta_c_fields[m])
+        if result.catapult is not None:
+            summary.update(result.catapult[m])
         rec = _base_record(spec, sweep_name)
         rec.update(status="done", outcome=outcome, summary=summary, error=None,
                    timings={**result.timings, "data_s": t_data, "cohort_size": len(runs)}, **prov)
