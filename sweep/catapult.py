@@ -27,9 +27,23 @@ Searches start from the current eta and Algorithm 1 only doubles, so a search do
 exception is Algorithm 2 bisecting [eta_trgt/2, eta_trgt] when the loss goes down at some eta >=
 eta_trgt but up at eta_trgt itself, which a non-convex loss allows).
 
-Which loss (`catapult_loss`): `probe` compares L on the fixed measurement batch (data.x_probe) and
-searches on it too: deterministic, free of minibatch noise, and the same loss as the trace's
-`probe_loss` column.
+Choices the paper leaves open (the authors' public code, dayal-kalra/why-warmup, has no catapult
+warmup and no eta_c search), each a config key:
+  - `catapult.loss` (which loss Algorithm 3 compares and the search evaluates): `probe` (default)
+    = the fixed measurement batch (data.x_probe): deterministic, no minibatch noise in the
+    comparison with L(theta*) (a different minibatch would be compared at every step), and the same
+    loss as the trace's `probe_loss` column, so a run's catapults can be read off its trace;
+    `batch` = the current training minibatch (the batch the next update uses), one loss per step.
+  - `catapult.direction` (the step the search's "Optimizer(eta, theta_t)" takes): `state` (default)
+    = the optimizer's next update from its current state (momentum, Adam moments), i.e. the update
+    whose one-step loss increase is the catapult; `fresh` = its first update from a fresh state, as
+    Section 6.1's search at theta_0. The two agree at theta_0 and for plain SGD (Figure 7).
+  - the first search's initial guess: `eta_c.initial_guess` (in lr's units) or eta_trgt / 1000
+    (Appendix B.2's default eta_0 = 1e-4 is absolute; eta_trgt / 1000 is its scale-free analogue and
+    costs ~10 doublings); later searches start at the current eta.
+  - tolerance and caps: `eta_c.delta` (0.1, "in all our experiments"; ~0.01 advised for Adam),
+    `eta_c.max_doublings`, `eta_c.max_bisections`.
+`warmup` (T_wrm) and `lr_init` are unused in this mode (lr_init must stay 0).
 
 Per member, as data in the engine's carry (`CatapultState`): the current eta, L(theta*), the number
 of searches and of catapults (searches that raised eta), the searches' forward passes, and the

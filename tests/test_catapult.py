@@ -218,3 +218,19 @@ def test_cli_run_records_catapult_summary(tmp_path, capsys):
     assert s["catapult_searches"] >= 1 and s["catapult_forward_passes"] >= 2
     assert isinstance(s["catapults"], int) and (s["t_reach"] is None or s["t_reach"] >= 1)
     assert s["t_save"] is None and s["eta_c"] is None
+
+
+def test_search_direction_from_the_optimizer_state():
+    """catapult.direction=state searches along the optimizer's NEXT update (SGD momentum: g + beta m);
+    fresh along its first update from a fresh state (g), as Section 6.1's search at theta_0."""
+    import optax
+
+    from sweep import optim
+    from sweep.eta_c import one_step_direction
+
+    h = optim.Hyper(*(jnp.asarray(v, jnp.float32) for v in (1.0, 0.0, 1.0, 0.5, 0.9, 0.999, 1e-8, 1.0, 0.1)))
+    params = {"w": jnp.zeros(3)}
+    g, m = {"w": jnp.asarray([1.0, -2.0, 3.0])}, {"w": jnp.asarray([4.0, 0.0, -2.0])}
+    state = (optax.TraceState(trace=m),)
+    np.testing.assert_allclose(one_step_direction(g, params, h, "sgd")["w"], g["w"])
+    np.testing.assert_allclose(one_step_direction(g, params, h, "sgd", opt_state=state)["w"], g["w"] + 0.5 * m["w"])
