@@ -5,6 +5,8 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
 
 import pytest  # noqa: E402
+import submitit  # noqa: E402,F401  at collection, in every worker: its import runs logging.dictConfig,
+# which closes absl's handler holding pytest's capture stream if it first happens inside a test
 
 from sweep.runtime import configure_jax  # noqa: E402
 

@@ -95,8 +95,8 @@ def test_until_divergence_on_a_quadratic(tmp_path):
     assert by_c[4.0] == "diverged" and by_c[8.0] == "diverged"
     assert by_c[2.0] != "diverged"
     x = dataset_for(runs[0].cfg).x_train.astype(np.float64)
-    # L = 1/(N C) sum ||W x - y||^2 has Hessian (2 / (N C)) X^T X (x) I_C
-    lam = 2.0 / dataset_for(runs[0].cfg).num_classes * np.linalg.eigvalsh(x.T @ x / len(x))[-1]
+    # L = 1/(2 N C) sum ||W x - y||^2 (mse_reduction=half_mean) has Hessian (1 / (N C)) X^T X (x) I_C
+    lam = 1.0 / dataset_for(runs[0].cfg).num_classes * np.linalg.eigvalsh(x.T @ x / len(x))[-1]
     rec = store.read_record(sweep, runs[0].run_id)
     assert rec["summary"]["lambda0"] == pytest.approx(lam, rel=1e-4)
 
