@@ -106,7 +106,8 @@ class SweepTask(submitit.helpers.Checkpointable):
 
     def __call__(self, index: int) -> dict[str, int]:
         from sweep.checkpoint import Checkpointer
-        from sweep.runner import run_cohort
+        from sweep.data.base import DataError
+        from sweep.runner import error_record, run_cohort
 
         manifest = mf.read(self.manifest_path)
         sweep = Path(manifest["sweep_dir"])
@@ -130,6 +131,9 @@ class SweepTask(submitit.helpers.Checkpointable):
             try:
                 records = run_cohort(part, sweep, force=bool(manifest.get("force")), checkpointer=ckpt)
             except Exception as exc:  # noqa: BLE001 - error records are written; next cohort
+                if isinstance(exc, DataError):  # raised before any record: record it for `sweep status`
+                    for spec in todo:
+                        store.write_run(sweep, spec.run_id, error_record(spec, sweep.name, exc), None)
                 counts["error"] += len(todo)
                 print(f"sweep task {index}: cohort {cohort.key} failed: {exc.__class__.__name__}: {exc}",
                       file=sys.stderr, flush=True)
