@@ -137,7 +137,8 @@ def higher_is_better(metric: str) -> bool:
 
 
 def _display(column: str, value: Any) -> str:
-    text = DISPLAY.get(str(value), str(value))
+    shown = f"{value:.4g}" if isinstance(value, (float, np.floating)) else str(value)  # no 0.010239999...
+    text = DISPLAY.get(str(value), shown)
     plain = ("param", "loss", "loss_fn", "optimizer", "model", "data", "param.name")
     return text if column in plain else f"{column}={text}"
 
