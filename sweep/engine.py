@@ -186,7 +186,23 @@ class CohortTrainer:
         return lambda key, x, y: augment_batch(key, x, y, aug, self.w.num_classes)
 
     def _direction(self, h: optim.Hyper):
-        return optim.direction(self.opt_name, h, self.clip)
+        # GI-Adam seeded from a separate batch is Adam from a seeded state (init_members)
+        return optim.direction("adam" if self.gi_separate else self.opt_name, h, self.clip)
+
+    @property
+    def gi_separate(self) -> bool:
+        """GI-Adam whose v0 comes from a batch B0 that is never trained on (the authors' scripts)."""
+        return self.opt_name == "gi_adam" and str(self.cfg.optimizer.get("v0_batch", "update")) == "separate"
+
+    def _gi_seed_batch(self) -> tuple[jax.Array, jax.Array]:
+        """B0: the whole training set for full-batch runs (B0 = B1, as in the authors' GD runs), else
+        `batch` examples drawn with a key of their own (not the training stream's)."""
+        d = self.w.data
+        if self.full_batch:
+            return d.x_train, d.y_train
+        key = jax.random.fold_in(jax.random.PRNGKey(int(self.cfg.data_seed)), 2**30)
+        idx = jax.random.permutation(key, d.x_train.shape[0])[: self.batch]
+        return d.x_train[idx], d.y_train[idx]
 
     @property
     def uses_lr_factors(self) -> bool:
@@ -204,7 +220,12 @@ class CohortTrainer:
                 lambda path, p: p * scale if _is_weight(path) else p, variables["params"])
             flat, _ = ravel_pytree(params)
             v0 = jax.random.normal(jax.random.PRNGKey(seed + 7919), flat.shape, self.probe_dtype)
-            member = Member(params, self._direction(h).init(params), v0, v0,
+            opt_state = self._direction(h).init(params)
+            if self.gi_separate:
+                xb, yb = self._gi_seed_batch()
+                g0 = jax.grad(lambda q: self.w.loss_and_accuracy(q, xb, yb)[0])(params)
+                opt_state = optim.with_adam_nu(opt_state, jax.tree.map(jnp.square, g0))
+            member = Member(params, opt_state, v0, v0,
                             jnp.asarray(True), jnp.asarray(-1, jnp.int32), jnp.asarray(jnp.nan, jnp.float32),
                             jnp.asarray(0, jnp.int32), catapult.init_state(eta0))
             return member, variables.get("lr_scale")
@@ -264,10 +285,14 @@ class CohortTrainer:
                              if v.dtype != jnp.int32 else v, probe)
         return probe, vec, pc_vec
 
-    def _first_update_nu(self, params: Any, h: optim.Hyper, data: DeviceData) -> Any:
+    def _first_update_nu(self, m: Member, h: optim.Hyper, data: DeviceData) -> Any:
         """The second moment the first update would leave if its gradient were the measurement
-        batch's g0: Adam v_1 = (1 - b2) g0^2; GI-Adam v_1 = b2 g0^2 + (1 - b2) g0^2 = g0^2."""
-        g = jax.grad(lambda q: self.w.loss_and_accuracy(q, data.x_probe, data.y_probe)[0])(params)
+        batch's g: Adam v_1 = (1 - b2) g^2; GI-Adam seeded from a separate batch B0 (v_0 = g_B0^2 in
+        the state) v_1 = b2 g_B0^2 + (1 - b2) g^2; GI-Adam seeded by the update v_1 = g^2."""
+        g = jax.grad(lambda q: self.w.loss_and_accuracy(q, data.x_probe, data.y_probe)[0])(m.params)
+        if self.gi_separate:
+            nu0 = optim.adam_state(m.opt_state).nu
+            return jax.tree.map(lambda n, x: h.b2 * n + (1.0 - h.b2) * jnp.square(x), nu0, g)
         factor = 1.0 if self.opt_name == "gi_adam" else (1.0 - h.b2)
         return jax.tree.map(lambda x: factor * jnp.square(x), g)
 
@@ -368,7 +393,7 @@ class CohortTrainer:
 
         def probe_one(args):
             m, hh = args
-            first_nu = self._first_update_nu(m.params, hh, data) if self.do_precond else None
+            first_nu = self._first_update_nu(m, hh, data) if self.do_precond else None
             return self._probe_member(m, hh, data, first_nu, evals[step], step)
 
         def do_probe(ms: Member):

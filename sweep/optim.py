@@ -98,6 +98,13 @@ def adam_state(opt_state: Any) -> optax.ScaleByAdamState:
     raise ValueError("optimizer state holds no Adam moments")
 
 
+def with_adam_nu(opt_state: Any, nu: Any) -> Any:
+    """The optimizer state with Adam's second moment replaced by `nu` (GI-Adam's seeded v0)."""
+    return jax.tree_util.tree_map(
+        lambda s: s._replace(nu=nu) if isinstance(s, optax.ScaleByAdamState) else s, opt_state,
+        is_leaf=lambda s: isinstance(s, optax.ScaleByAdamState))
+
+
 def adam_preconditioner(nu: Any, count: jax.Array, h: Hyper, lr_scale: Any = None) -> Any:
     """Diagonal of Adam's preconditioner P_t = (1 - b1^t) (sqrt(v_hat_t) + eps), so that the Adam
     step is lr P^-1 m_t-ish and P^-1 H governs stability (Cohen et al. 2022).
