@@ -354,10 +354,13 @@ class CohortTrainer:
         loss_now = jax.lax.cond(jnp.any(warm), losses, lambda _: jnp.full((k,), jnp.nan, jnp.float32), ms.params)
         need = catapult.needs_search(ms.cat, ms.active, loss_now)
 
+        # from the optimizer's state, GI-Adam seeded from B0 is Adam (its state already holds v0)
+        direction_name = "adam" if (self.gi_separate and from_state) else self.opt_name
+
         def search(args):
             def one(p, st, hh, eta0, enabled):
                 r = eta_c.member_search(
-                    loss_fn, p, hh, batch, self.opt_name, eta0, hh.lr, delta=float(ec.delta), clip_norm=self.clip,
+                    loss_fn, p, hh, batch, direction_name, eta0, hh.lr, delta=float(ec.delta), clip_norm=self.clip,
                     lr_scale=self.lr_scale, max_doublings=int(ec.max_doublings),
                     max_bisections=int(ec.max_bisections), enabled=enabled, opt_state=st if from_state else None)
                 return r.eta_c.astype(jnp.float32), r.forward_passes.astype(jnp.int32)
