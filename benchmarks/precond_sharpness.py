@@ -13,13 +13,14 @@ prints both eigenvalues, their ratio and the share of the top eigenvector on coo
 from __future__ import annotations
 
 import argparse
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from sweep import curvature
+from sweep import curvature, optim
 from sweep.engine import CohortTrainer, plan_cohort
 from sweep.grid import compose
 from sweep.runner import dataset_for
@@ -35,6 +36,7 @@ def measure(overrides: list[str], iters: int = 80, tol: float = 1e-6, separate_v
     g, unravel = ravel_pytree(jax.grad(loss)(params))
     flat, _ = ravel_pytree(params)
     b1, b2, eps = (float(cfg.optimizer.get(k, d)) for k, d in (("b1", 0.9), ("b2", 0.999), ("eps", 1e-8)))
+    h = SimpleNamespace(b1=b1, b2=b2, eps=eps)  # what optim.adam_preconditioner reads
     v0 = jax.random.normal(jax.random.PRNGKey(0), flat.shape)
     # GI-Adam's v0: g0^2 of the measurement batch itself (our engine's step-0 convention), or, as in the
     # authors' scripts, of a different batch B0 of the same size (the first of their stream, never
@@ -47,9 +49,10 @@ def measure(overrides: list[str], iters: int = 80, tol: float = 1e-6, separate_v
         g_v0, _ = ravel_pytree(jax.grad(lambda p: w.loss_and_accuracy(p, w.data.x_train[idx], w.data.y_train[idx])[0])(params))
     small = np.asarray(jnp.abs(g) < eps)
     out: dict[str, float] = {"eps_dominated_coords": float(small.sum())}
-    nu_gi = (b2 * g_v0**2 + (1.0 - b2) * g**2) / (1.0 - b2)  # v_1, bias-corrected
-    for name, sqrt_vhat in (("adam", jnp.abs(g)), ("gi_adam", jnp.sqrt(nu_gi))):
-        p = (1.0 - b1) * (sqrt_vhat + eps)
+    # v_1 after the first update; the engine's P = (1 - b1)(sqrt(v_1 / (1 - b2)) + eps) at count 1
+    nu_1 = {"adam": (1.0 - b2) * g**2, "gi_adam": b2 * g_v0**2 + (1.0 - b2) * g**2}
+    for name, nu in nu_1.items():
+        p = optim.adam_preconditioner(nu, jnp.asarray(1), h)
         eig = curvature.preconditioned_sharpness(lambda f: loss(unravel(f)), flat, p, v0, iters, tol,
                                                  jnp.asarray(False))
         vec = np.asarray(eig.vector)

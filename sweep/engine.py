@@ -186,8 +186,13 @@ class CohortTrainer:
         return lambda key, x, y: augment_batch(key, x, y, aug, self.w.num_classes)
 
     def _direction(self, h: optim.Hyper):
-        # GI-Adam seeded from a separate batch is Adam from a seeded state (init_members)
-        return optim.direction("adam" if self.gi_separate else self.opt_name, h, self.clip)
+        return optim.direction(self.update_rule, h, self.clip)
+
+    @property
+    def update_rule(self) -> str:
+        """The optax rule applied to the member's optimizer state: GI-Adam seeded from a separate
+        batch is plain Adam from a seeded state (init_members puts v0 there)."""
+        return "adam" if self.gi_separate else self.opt_name
 
     @property
     def gi_separate(self) -> bool:
@@ -354,8 +359,7 @@ class CohortTrainer:
         loss_now = jax.lax.cond(jnp.any(warm), losses, lambda _: jnp.full((k,), jnp.nan, jnp.float32), ms.params)
         need = catapult.needs_search(ms.cat, ms.active, loss_now)
 
-        # from the optimizer's state, GI-Adam seeded from B0 is Adam (its state already holds v0)
-        direction_name = "adam" if (self.gi_separate and from_state) else self.opt_name
+        direction_name = self.update_rule if from_state else self.opt_name  # fresh: the optimizer's own first step
 
         def search(args):
             def one(p, st, hh, eta0, enabled):
