@@ -27,7 +27,7 @@ TRACES_FILE = "traces.parquet"
 INDEX_FILE = ".aggregate_index.json"
 INDEX_VERSION = 1
 
-REQUIRED_RECORD_KEYS = ("run_id", "outcome", "config", "grid", "summary")
+REQUIRED_RECORD_KEYS = store.REQUIRED_RECORD_KEYS
 SUMMARY_METRICS = (
     "lambda0", "divergence_step", "best_test_acc", "best_test_loss", "final_test_acc", "final_test_loss",
     "final_train_loss", "final_train_acc", "max_sharpness", "final_sharpness", "initial_loss",
@@ -50,8 +50,7 @@ class SweepDirError(ConfigError):
     """The path given is not a sweep directory (no runs/ folder)."""
 
 
-class CorruptRecord(ValueError):
-    """A run directory whose record.json or trace.parquet cannot be used."""
+CorruptRecord = store.CorruptRun  # a run directory whose record.json or trace.parquet cannot be used
 
 
 @dataclass
@@ -109,24 +108,18 @@ def summary_row(record: dict[str, Any]) -> dict[str, Any]:
 
 def read_run(run_dir: Path) -> RunData:
     """Read and check one run directory; raise CorruptRecord with a short reason on bad input."""
-    record_path = run_dir / "record.json"
+    record_path = run_dir / store.RECORD
     try:
-        record = json.loads(record_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CorruptRecord(f"{record_path}: unreadable JSON ({exc.__class__.__name__}: {exc})") from exc
-    if not isinstance(record, dict):
-        raise CorruptRecord(f"{record_path}: expected a JSON object, got {type(record).__name__}")
-    missing = [key for key in REQUIRED_RECORD_KEYS if key not in record]
-    if missing:
-        raise CorruptRecord(f"{record_path}: missing keys {', '.join(missing)}")
-    for key in ("config", "grid", "summary"):
-        if not isinstance(record[key], dict):
-            raise CorruptRecord(f"{record_path}: '{key}' must be an object, got {type(record[key]).__name__}")
+        record = store.load_record(record_path)
+    except OSError as exc:
+        raise CorruptRecord(f"{record_path}: unreadable ({exc.__class__.__name__}: {exc})") from exc
     row = summary_row(record)
 
-    trace_path = run_dir / "trace.parquet"
+    trace_path = run_dir / store.TRACE
+    store.check_trace(record, trace_path)
     if not trace_path.exists():
         return RunData(row, pd.DataFrame())
+    store.verify_checksum(record, trace_path)
     try:
         raw = pd.read_parquet(trace_path)
     except Exception as exc:  # pyarrow raises many types for a damaged file

@@ -29,15 +29,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """SIGTERM (`kill`, SLURM's scancel and time limit outside submitit) seen as an interrupt."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
     from sweep.errors import UserError, format_user_error
 
     args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return int(importlib.import_module(args._module).command(args) or 0)
-    except KeyboardInterrupt:
-        print("interrupted; finished runs are kept, a re-run resumes", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, Terminated) as exc:
+        what, code = ("terminated (SIGTERM)", 143) if isinstance(exc, Terminated) else ("interrupted", 130)
+        print(f"{what}; finished runs are kept, the same command resumes the rest", file=sys.stderr)
+        return code
     except UserError as exc:  # one line, no traceback
         print(f"error: {format_user_error(exc)}", file=sys.stderr)
         return 2

@@ -5,8 +5,10 @@ so every path produces identical records.
 """
 from __future__ import annotations
 
+import sys
 import time
 import traceback
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -16,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from sweep import store
+from sweep.claims import Claims
 from sweep.data.base import Dataset, load_dataset
 from sweep.engine import CohortResult, CohortTrainer, plan_cohort
 from sweep.eta_c import start_at_eta_c
@@ -166,17 +169,60 @@ def pending_runs(cohort: Cohort, sweep: Path, force: bool) -> list[RunSpec]:
     return [r for r in cohort.runs if force or not store.is_finished(sweep, r.run_id)]
 
 
+def claim_pending(cohort: Cohort, sweep: Path, force: bool, claims: Claims) -> list[RunSpec]:
+    """The cohort's runs this process trains now: unfinished and claimed by it. Finished-ness is
+    checked again after the claim (another process may have just written the record); leftovers of
+    dead writers are cleaned and corrupt files moved aside before the run is trained again."""
+    todo = []
+    for spec in pending_runs(cohort, sweep, force):
+        if not claims.claim(spec.run_id):
+            continue
+        if not force and store.is_finished(sweep, spec.run_id):
+            claims.release([spec.run_id])
+            continue
+        aside = store.prepare_rerun(sweep, spec.run_id)
+        if aside is not None:
+            print(f"run {spec.run_id}: its record or trace was corrupt; moved to {aside}, training it again",
+                  file=sys.stderr)
+        todo.append(spec)
+    return todo
+
+
+def write_error_records(runs: Sequence[RunSpec], sweep: Path, exc: BaseException) -> int:
+    """Error records for `runs` (retried by the next run or submit); returns how many were written
+    (0 when the results folder itself is broken: say so, never claim otherwise)."""
+    written = 0
+    for spec in runs:
+        try:
+            store.write_run(sweep, spec.run_id, error_record(spec, sweep.name, exc), None)
+            written += 1
+        except OSError:
+            pass
+    return written
+
+
 def run_cohort(cohort: Cohort, sweep: Path, *, force: bool = False,
                progress: Optional[Callable[[int, int], None]] = None,
-               checkpointer: Any = None) -> list[dict]:
-    """Train the unfinished runs of a cohort and write their records. Returns the records.
+               checkpointer: Any = None, claims: Optional[Claims] = None) -> list[dict]:
+    """Train the unfinished runs of a cohort that this process can claim, and write their records.
+    Returns the records (runs held by another live process are skipped: `claims.busy`).
 
-    Finished runs (terminal record) are skipped unless `force`. Any exception turns every member
-    into an `error` record (so a resubmit retries it) and is re-raised for the caller to report.
+    Finished runs (terminal record, intact trace) are skipped unless `force`. Any exception turns
+    every trained member into an `error` record (so a resubmit retries it) and is re-raised, with
+    `error_records_written` set on it, for the caller to report.
     """
-    runs = pending_runs(cohort, sweep, force)
-    if not runs:
-        return []
+    with (Claims(sweep) if claims is None else nullcontext(claims)) as held:
+        runs = claim_pending(cohort, sweep, force, held)
+        if not runs:
+            return []
+        try:
+            return _train_and_record(runs, sweep, progress, checkpointer)
+        finally:
+            held.release([r.run_id for r in runs])
+
+
+def _train_and_record(runs: list[RunSpec], sweep: Path, progress: Optional[Callable[[int, int], None]],
+                      checkpointer: Any) -> list[dict]:
     sweep_name = sweep.name
     cfgs = [r.cfg for r in runs]
     t0 = time.perf_counter()
@@ -207,8 +253,7 @@ def run_cohort(cohort: Cohort, sweep: Path, *, force: bool = False,
         result: CohortResult = trainer.run(progress=cb, on_chunk=checkpointer.save if checkpointer else None,
                                            **kwargs)
     except Exception as exc:  # noqa: BLE001 - recorded, then re-raised
-        for spec in runs:
-            store.write_run(sweep, spec.run_id, error_record(spec, sweep_name, exc), None)
+        exc.error_records_written = write_error_records(runs, sweep, exc)  # type: ignore[attr-defined]
         raise
     prov = store.provenance()
     records = []

@@ -72,7 +72,8 @@ def test_interrupted_write_leaves_no_half_record(tmp_path, monkeypatch):
 
 
 def test_error_records_are_not_finished(tmp_path):
-    store.write_run(tmp_path, "r1", {"outcome": "error", "status": "error"}, None)
-    store.write_run(tmp_path, "r2", {"outcome": "diverged", "status": "done"}, None)
+    base = {"config": {}, "grid": {}, "summary": {}}
+    store.write_run(tmp_path, "r1", {"run_id": "r1", "outcome": "error", "status": "error", **base}, None)
+    store.write_run(tmp_path, "r2", {"run_id": "r2", "outcome": "diverged", "status": "done", **base}, None)
     assert not store.is_finished(tmp_path, "r1")  # retried
     assert store.is_finished(tmp_path, "r2")  # divergence is a result, never retried

@@ -23,17 +23,22 @@ def _print_record(rec: dict) -> None:
           f"final_train_loss={s['final_train_loss']:.4g}  best_test_acc={best if best is None else f'{best:.3f}'}")
 
 
-def run_locally(runs: Sequence, sweep: Path, force: bool) -> int:
+def run_locally(runs: Sequence, sweep: Path, force: bool, claims=None) -> int:
     """Train every unfinished run, cohort by cohort, in this process. Returns the number of runs
-    that ended in an error record (the rest of the grid still runs)."""
+    that ended in an error record (the rest of the grid still runs). Runs that another live
+    process is training (its claim) are left to it and listed in `claims.busy`."""
+    from sweep.claims import Claims
     from sweep.errors import UserError
     from sweep.grid import make_cohorts
     from sweep.runner import pending_runs, run_cohort
 
+    claims = claims if claims is not None else Claims(sweep)
     todo = [c for c in make_cohorts(runs) if pending_runs(c, sweep, force)]
     failures = 0
     for i, cohort in enumerate(todo):
-        members = pending_runs(cohort, sweep, force)
+        members = [r for r in pending_runs(cohort, sweep, force) if r.run_id not in claims.busy]
+        if not members:  # finished meanwhile by another process
+            continue
         bar = tqdm(total=int(members[0].cfg.steps) + 1, unit="step", dynamic_ncols=True, file=sys.stderr,
                    desc=f"cohort {i + 1}/{len(todo)} ({len(members)} runs)")
 
@@ -41,14 +46,16 @@ def run_locally(runs: Sequence, sweep: Path, force: bool) -> int:
             bar.update(done - bar.n)
 
         try:
-            records = run_cohort(cohort, sweep, force=force, progress=progress)
+            records = run_cohort(cohort, sweep, force=force, progress=progress, claims=claims)
         except UserError:  # a data or config defect: one line, nothing recorded
             raise
         except Exception as exc:  # noqa: BLE001 - error records are written; keep going
             failures += len(members)
             first = str(exc).splitlines()[0] if str(exc) else ""
-            print(f"cohort {cohort.key} failed: {exc.__class__.__name__}: {first} "
-                  f"(error records written; a re-run retries them)", file=sys.stderr)
+            written = getattr(exc, "error_records_written", 0)
+            saved = (f"{written} error records written; a re-run retries them" if written
+                     else "no error record could be written; a re-run retries these runs")
+            print(f"cohort {cohort.key} failed: {exc.__class__.__name__}: {first} ({saved})", file=sys.stderr)
             continue
         finally:
             bar.close()
@@ -61,18 +68,30 @@ def run_grid(runs: Sequence, sweep: Path, force: bool) -> int:
     """run_locally, then "until divergence": grow each lr line until it diverges or fails (+ margin).
     Returns the number of runs that ended in an error record."""
     from sweep import store
+    from sweep.claims import Claims
     from sweep.grid import extend_until_divergence
 
-    failures = run_locally(runs, sweep, force)
-    while True:
-        outcomes = {r.run_id: (store.read_record(sweep, r.run_id) or {}).get("outcome") for r in runs}
-        new = extend_until_divergence(runs, outcomes)
-        if not new:
-            break
-        print(f"extending the lr axis: {len(new)} more runs")
-        runs = list(runs) + new
-        failures += run_locally(new, sweep, force)
+    with Claims(sweep) as claims:
+        failures = run_locally(runs, sweep, force, claims)
+        while True:
+            outcomes = {r.run_id: (store.read_record(sweep, r.run_id) or {}).get("outcome") for r in runs}
+            new = extend_until_divergence(runs, outcomes)
+            if not new:
+                break
+            print(f"extending the lr axis: {len(new)} more runs")
+            runs = list(runs) + new
+            failures += run_locally(new, sweep, force, claims)
+    busy = {rid: who for rid, who in claims.busy.items() if not store.is_finished(sweep, rid)}
+    if busy:
+        owners = sorted(set(busy.values()))
+        print(f"{_runs(len(busy))} left to another process that is training them ({'; '.join(owners[:3])}"
+              f"{'; ...' if len(owners) > 3 else ''}); `sweep status {sweep}` shows them, and a re-run "
+              f"after it ends picks up anything it left", file=sys.stderr)
     return failures
+
+
+def _runs(n: int) -> str:
+    return f"{n} run" if n == 1 else f"{n} runs"
 
 
 def print_plan(runs: Sequence, list_cohorts: bool) -> tuple[Path, bool]:
@@ -98,10 +117,13 @@ def print_plan(runs: Sequence, list_cohorts: bool) -> tuple[Path, bool]:
 def command(args: argparse.Namespace) -> int:
     from sweep.grid import expand
 
+    from sweep import store
+
     runs = expand(args.overrides)
     sweep, force = print_plan(runs, args.dry_run)
     if args.dry_run:
         return 0
+    store.check_writable(sweep)
     failures = run_grid(runs, sweep, force)
     print(f"results: {sweep}/runs/<run_id>/record.json and trace.parquet")
     print(f"next: sweep status {sweep}   |   draw the phase diagram: sweep plot {sweep}")

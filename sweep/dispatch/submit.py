@@ -89,6 +89,8 @@ def submit(overrides: Sequence[str], dry_run: bool = False) -> Submission:
     sweep = store.sweep_dir(cfg0.results_dir, cfg0.sweep_name).resolve()
     force = bool(cfg0.force)
     runs = with_extensions(runs, sweep)
+    if not dry_run:
+        store.check_writable(sweep)
     if executor_kind == "slurm" and not dry_run:
         jobs.check_slurm()
     todo, finished, busy = plan(runs, sweep, force, executor_kind)

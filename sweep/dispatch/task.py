@@ -105,9 +105,7 @@ class SweepTask(submitit.helpers.Checkpointable):
         self.manifest_path = str(manifest_path)
 
     def __call__(self, index: int) -> dict[str, int]:
-        from sweep.checkpoint import Checkpointer
-        from sweep.data.base import DataError
-        from sweep.runner import error_record, run_cohort
+        from sweep.claims import Claims
 
         manifest = mf.read(self.manifest_path)
         sweep = Path(manifest["sweep_dir"])
@@ -115,33 +113,49 @@ class SweepTask(submitit.helpers.Checkpointable):
         guard = PreemptionGuard(float(cluster.get("signal_delay_s", 120)) - 30).install()
         counts: Counter = Counter()
         cohorts = mf.task_cohorts(manifest, index)
-        for n, cohort in enumerate(cohorts):
-            guard.between_cohorts()
-            todo = runs_to_do(cohort, sweep, manifest)
-            if not todo:
-                counts["skipped"] += len(cohort.runs)
-                continue
-            part = Cohort(cohort.key, todo)
-            ckpt = Checkpointer(checkpoint_dir(sweep, part), every_s=float(cluster.get("checkpoint_every_s", 600)),
-                                after_requested_save=guard.hand_over if guard.active else None)
-            guard.checkpointer = ckpt
-            if guard.requested:
-                ckpt.request()
-            print(f"sweep task {index}: cohort {n + 1}/{len(cohorts)} ({len(todo)} runs)", flush=True)
-            try:
-                records = run_cohort(part, sweep, force=bool(manifest.get("force")), checkpointer=ckpt)
-            except Exception as exc:  # noqa: BLE001 - error records are written; next cohort
-                if isinstance(exc, DataError):  # raised before any record: record it for `sweep status`
-                    for spec in todo:
-                        store.write_run(sweep, spec.run_id, error_record(spec, sweep.name, exc), None)
-                counts["error"] += len(todo)
-                print(f"sweep task {index}: cohort {cohort.key} failed: {exc.__class__.__name__}: {exc}",
-                      file=sys.stderr, flush=True)
-                continue
-            counts.update(r["outcome"] for r in records)
-            if ckpt.restored_start is not None:
-                print(f"sweep task {index}: cohort resumed from its checkpoint at step {ckpt.restored_start}",
-                      flush=True)
+        with Claims(sweep) as claims:
+            for n, cohort in enumerate(cohorts):
+                guard.between_cohorts()
+                self._cohort(index, n, len(cohorts), cohort, sweep, manifest, cluster, guard, claims, counts)
         guard.between_cohorts()
+        if claims.busy:
+            print(f"sweep task {index}: {len(claims.busy)} runs left to other processes that hold them: "
+                  f"{'; '.join(sorted(set(claims.busy.values()))[:3])}", flush=True)
         print(f"sweep task {index}: done {dict(counts)}", flush=True)
         return dict(counts)
+
+    def _cohort(self, index: int, n: int, n_cohorts: int, cohort: Cohort, sweep: Path, manifest: dict,
+                cluster: dict, guard: PreemptionGuard, claims: Any, counts: Counter) -> None:
+        """Claim what is left of one cohort and train it (checkpointed, preemption-safe)."""
+        from sweep.checkpoint import Checkpointer
+        from sweep.data.base import DataError
+        from sweep.runner import run_cohort, write_error_records
+
+        todo = [r for r in runs_to_do(cohort, sweep, manifest) if claims.claim(r.run_id)]
+        skipped = len(cohort.runs) - len(todo)
+        if skipped:
+            counts["skipped"] += skipped
+        if not todo:
+            return
+        part = Cohort(cohort.key, todo)
+        ckpt = Checkpointer(checkpoint_dir(sweep, part), every_s=float(cluster.get("checkpoint_every_s", 600)),
+                            after_requested_save=guard.hand_over if guard.active else None)
+        guard.checkpointer = ckpt
+        if guard.requested:
+            ckpt.request()
+        print(f"sweep task {index}: cohort {n + 1}/{n_cohorts} ({len(todo)} runs)", flush=True)
+        try:
+            records = run_cohort(part, sweep, force=bool(manifest.get("force")), checkpointer=ckpt, claims=claims)
+        except Exception as exc:  # noqa: BLE001 - error records are written; next cohort
+            if isinstance(exc, DataError):  # raised before any record: record it for `sweep status`
+                write_error_records(todo, sweep, exc)
+            counts["error"] += len(todo)
+            print(f"sweep task {index}: cohort {cohort.key} failed: {exc.__class__.__name__}: {exc}",
+                  file=sys.stderr, flush=True)
+            return
+        finally:
+            claims.release([r.run_id for r in todo])
+        counts.update(r["outcome"] for r in records)
+        if ckpt.restored_start is not None:
+            print(f"sweep task {index}: cohort resumed from its checkpoint at step {ckpt.restored_start}",
+                  flush=True)

@@ -1,0 +1,271 @@
+"""Run claims: each run is trained by one process at a time, across shells, hosts and SLURM tasks.
+
+A claim is the file <sweep>/claims/<run_id>.claim, created with O_CREAT|O_EXCL (atomic on local
+disks and on the network file systems of clusters: NFSv3+, Lustre, GPFS), holding its owner: host,
+pid, SLURM job and a random token. While a process holds claims, a heartbeat thread touches them
+every `heartbeat_s`. Another process treats a claim as dead, and takes it over, when its owner is
+known to be gone:
+  - same host and its pid no longer runs (a killed shell, Ctrl-C'd run) -> at once;
+  - its SLURM job has ended (cancelled, timed out, node lost) -> at once, when SLURM answers;
+  - otherwise, when the heartbeat is older than `stale_s` (a node that vanished with its disk).
+A SLURM task requeued after preemption carries the same job id as the claim it left: it is the
+owner and resumes. Taking over a dead claim is done under a short-lived breaker file so two
+processes cannot both take it. The run's record, not the claim, says whether a run is finished.
+
+Tuning (environment): SWEEP_CLAIM_HEARTBEAT_S (default 30), SWEEP_CLAIM_STALE_S (default 300).
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Optional
+
+CLAIMS = "claims"
+BREAKER_STALE_S = 60.0
+
+
+def _env_float(name: str, default: float) -> float:
+    try:
+        return float(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+def slurm_job() -> Optional[str]:
+    """This process's SLURM job as sacct names it ('123_4' for array tasks), or None."""
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    if array and task:
+        return f"{array}_{task}"
+    return os.environ.get("SLURM_JOB_ID") or None
+
+
+def _proc_start(pid: int) -> Optional[str]:
+    """Start time of a process (field 22 of /proc/pid/stat): tells a reused pid from the owner."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+        return text.rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _pid_alive(pid: int, start: Optional[str]) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: it exists
+        return True
+    if start is not None and _proc_start(pid) not in (None, start):
+        return False  # the pid was reused by another process
+    status = Path(f"/proc/{pid}/status")
+    try:
+        return "zombie" not in next((ln for ln in status.read_text().splitlines() if ln.startswith("State:")), "")
+    except OSError:
+        return True
+
+
+@dataclass
+class Owner:
+    host: str = field(default_factory=socket.gethostname)
+    pid: int = field(default_factory=os.getpid)
+    start: Optional[str] = None
+    job: Optional[str] = field(default_factory=slurm_job)
+    token: str = field(default_factory=lambda: secrets.token_hex(8))
+
+    def __post_init__(self) -> None:
+        if self.start is None:
+            self.start = _proc_start(self.pid)
+
+    def describe(self) -> str:
+        return _describe(self.__dict__)
+
+
+class Claims:
+    """The claims of one process in one sweep. Use as a context manager: the heartbeat runs inside,
+    and every claim still held is released on exit (also on exceptions)."""
+
+    def __init__(self, sweep: Path, owner: Optional[Owner] = None):
+        self.dir = Path(sweep) / CLAIMS
+        self.owner = owner or Owner()
+        self.heartbeat_s = _env_float("SWEEP_CLAIM_HEARTBEAT_S", 30.0)
+        self.stale_s = _env_float("SWEEP_CLAIM_STALE_S", 300.0)
+        self.held: set[str] = set()
+        self.busy: dict[str, str] = {}  # run_id -> who holds it (runs we skipped)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._job_states: Optional[dict[str, str]] = None
+
+    # -------------------------------------------------------------------- lifecycle
+    def __enter__(self) -> "Claims":
+        self._thread = threading.Thread(target=self._beat, name="sweep-claims-heartbeat", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self.release(list(self.held))
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.heartbeat_s):
+            with self._lock:
+                for run_id in list(self.held):
+                    try:
+                        os.utime(self._path(run_id))
+                    except OSError:  # taken over as stale (we were suspended too long)
+                        pass
+
+    # -------------------------------------------------------------------- claiming
+    def _path(self, run_id: str) -> Path:
+        return self.dir / f"{run_id}.claim"
+
+    def claim(self, run_id: str) -> bool:
+        """Take the run (True), or False when a live process holds it (recorded in `busy`)."""
+        if run_id in self.held:
+            return True
+        self.dir.mkdir(parents=True, exist_ok=True)
+        path = self._path(run_id)
+        for _ in range(3):
+            if self._create(path):
+                with self._lock:
+                    self.held.add(run_id)
+                self.busy.pop(run_id, None)
+                return True
+            info = read_claim(path)
+            if info is None and not path.exists():
+                continue  # released meanwhile
+            why_dead = self._dead(path, info)
+            if why_dead is None:
+                self.busy[run_id] = _describe(info)
+                return False
+            if info is not None and info.get("token") == self.owner.token:
+                with self._lock:
+                    self.held.add(run_id)
+                return True
+            if info is not None and self.owner.job and info.get("job") == self.owner.job:
+                self._take_over(path)  # our own previous incarnation (requeued SLURM task)
+            else:
+                self._break(path, info)
+        self.busy[run_id] = _describe(read_claim(path))
+        return False
+
+    def claim_all(self, run_ids: Iterable[str]) -> list[str]:
+        return [r for r in run_ids if self.claim(r)]
+
+    def release(self, run_ids: Iterable[str]) -> None:
+        for run_id in list(run_ids):
+            with self._lock:
+                if run_id not in self.held:
+                    continue
+                self.held.discard(run_id)
+            path = self._path(run_id)
+            info = read_claim(path)
+            if info is not None and info.get("token") == self.owner.token:
+                path.unlink(missing_ok=True)
+
+    def _create(self, path: Path) -> bool:
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as f:
+            json.dump({**self.owner.__dict__, "since": time.time()}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        return True
+
+    def _take_over(self, path: Path) -> None:
+        path.unlink(missing_ok=True)
+
+    def _break(self, path: Path, seen: Optional[dict]) -> None:
+        """Remove a dead claim, unless someone else is breaking it or it changed meanwhile."""
+        breaker = path.with_suffix(".break")
+        try:
+            fd = os.open(breaker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        except FileExistsError:
+            if _age(breaker) > BREAKER_STALE_S:  # a breaker that died holding it
+                breaker.unlink(missing_ok=True)
+            return
+        try:
+            now = read_claim(path)
+            if now == seen or now is None:
+                path.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
+            breaker.unlink(missing_ok=True)
+
+    # -------------------------------------------------------------------- liveness
+    def _dead(self, path: Path, info: Optional[dict]) -> Optional[str]:
+        """Why the claim's owner is gone, or None while it may be alive."""
+        age = _age(path)
+        if info is None:  # being written, or written by a writer that died at once
+            return "unreadable and stale" if age > self.stale_s else None
+        if info.get("host") == self.owner.host and isinstance(info.get("pid"), int):
+            if not _pid_alive(info["pid"], info.get("start")):
+                return "its process has exited"
+            if not info.get("job"):
+                return None
+        job = info.get("job")
+        if job:
+            state = self._job_state(job)
+            if state is not None and not _job_active(state):
+                return f"its SLURM job {job} is {state}"
+        if age > self.stale_s:
+            return f"no heartbeat for {age:.0f} s"
+        return None
+
+    def _job_state(self, job: str) -> Optional[str]:
+        if self._job_states is None or job not in self._job_states:
+            try:
+                from sweep.dispatch.jobs import slurm_states
+
+                self._job_states = {**(self._job_states or {}), **slurm_states([job])}
+            except Exception:  # noqa: BLE001 - no SLURM here: fall back to the heartbeat
+                self._job_states = {**(self._job_states or {}), job: None}  # type: ignore[dict-item]
+        return self._job_states.get(job)
+
+
+def _job_active(state: str) -> bool:
+    from sweep.dispatch.jobs import ACTIVE
+
+    return state in ACTIVE | {"RUNNING"}
+
+
+def _age(path: Path) -> float:
+    try:
+        return max(0.0, time.time() - path.stat().st_mtime)
+    except OSError:
+        return 0.0
+
+
+def read_claim(path: Path) -> Optional[dict]:
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _describe(info: Optional[dict]) -> str:
+    if not info:
+        return "another process"
+    job = info.get("job")
+    return f"{info.get('host', '?')} pid {info.get('pid', '?')}" + (f", SLURM job {job}" if job else "")
+
+
+def live_claims(sweep: Path) -> dict[str, dict]:
+    """run_id -> claim info of every claim file in a sweep (for `sweep status`)."""
+    root = Path(sweep) / CLAIMS
+    out = {}
+    if root.is_dir():
+        for path in root.glob("*.claim"):
+            info = read_claim(path)
+            if info is not None:
+                out[path.stem] = {**info, "age_s": _age(path)}
+    return out
