@@ -3,6 +3,13 @@
 A run id hashes the fully resolved config minus where/how it executes (paths, cluster, cohort
 size), so the same cell of the same study has the same id on every machine and in every sweep
 directory, and a re-run finds its finished record.
+
+Ids survive upgrades: a config key added after the id scheme was frozen (the schema of
+tests/fixtures/identity_keys_v1.json) is registered in ADDED_KEYS with the value that reproduces
+what the code did before the key existed. A run whose value equals it hashes as if the key did not
+exist, so finished sweeps stay finished; any other value (a user's choice, or a later default that
+changes results) changes the id, as it must. tests/test_run_id_stability.py fails when a key is
+added without an entry, and checks a sweep written before this scheme (tests/fixtures/sweep_ids_v1).
 """
 from __future__ import annotations
 
@@ -28,6 +35,12 @@ MEMBER_KEYS = (
     "optimizer.b2",
     "optimizer.eps",
 )
+# Keys added to the schema after the id freeze -> the value that reproduces the old behaviour.
+# Add an entry with every new key that can change what a run computes; put keys that cannot
+# (where or how a run executes) in config.EXECUTION_KEYS instead.
+ADDED_KEYS: dict[str, Any] = {}
+_ABSENT = object()
+
 # What the initial sharpness depends on (lambda0 cache key).
 LAMBDA0_KEYS = ("model", "param", "data", "loss", "probe", "seed")
 
@@ -58,6 +71,9 @@ def identity_dict(cfg: Any) -> dict:
     d.pop("defaults", None)
     for key in EXECUTION_KEYS:
         d.pop(key, None)
+    for key, neutral in ADDED_KEYS.items():
+        if get_dotted(d, key, _ABSENT) == neutral:
+            _drop(d, key)
     return d
 
 
