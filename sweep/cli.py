@@ -3,8 +3,10 @@ this file only routes, and turns user errors into one line on stderr with exit c
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
+from pathlib import Path
 
 # subcommand -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -27,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(_module=module)
         importlib.import_module(module).add_arguments(p)
     return parser
+
+
+_STORAGE_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
 
 
 class Terminated(BaseException):
@@ -52,6 +57,15 @@ def main(argv: list[str] | None = None) -> int:
         return code
     except UserError as exc:  # one line, no traceback
         print(f"error: {format_user_error(exc)}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno not in _STORAGE_ERRORS:
+            raise
+        where = Path(str(exc.filename or "the results folder"))
+        if where.name.startswith(".") and where.name.endswith(".tmp"):  # our atomic writer's temp file
+            where = where.parent
+        print(f"error: cannot write in {where}: {exc.strerror}; free space, fix its permissions, or work "
+              f"on a copy of the sweep folder in a writable place", file=sys.stderr)
         return 2
 
 

@@ -396,8 +396,51 @@ def register_configs() -> None:
             cs.store(group=group, name=name, node=node)
 
 
+SWEEP_NAME = r"[A-Za-z0-9][A-Za-z0-9._+=-]{0,127}"
+
+
+def _non_finite(node: Any, prefix: str = "") -> Optional[str]:
+    """The first float in a config that is inf or nan (dotted key=value), or None."""
+    import math
+
+    from omegaconf import DictConfig, ListConfig
+
+    items = node.items() if isinstance(node, (dict, DictConfig)) else (
+        enumerate(node) if isinstance(node, (list, ListConfig)) else ())
+    for key, value in items:
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"{prefix}{key}={value}"
+        if isinstance(value, (dict, list, DictConfig, ListConfig)):
+            found = _non_finite(value, f"{prefix}{key}.")
+            if found:
+                return found
+    return None
+
+
+def _check_location(cfg: Any) -> None:
+    """The sweep folder must be results_dir/<a plain name>: never a path that escapes it."""
+    import re
+    from pathlib import Path
+
+    name = str(cfg.sweep_name)
+    if not re.fullmatch(SWEEP_NAME, name):
+        raise ConfigError(f"sweep_name={name!r}: a sweep name is a plain folder name (letters, digits, "
+                          f"'.', '_', '-', '+', '=', no '/', not '.' or '..'); to write elsewhere set results_dir=PATH")
+    results = Path(str(cfg.results_dir))
+    for part in [results, *results.parents]:
+        if part.exists():
+            if not part.is_dir():
+                raise ConfigError(f"results_dir={cfg.results_dir}: {part} is a file, not a folder; "
+                                  f"choose a folder with results_dir=PATH")
+            break
+
+
 def validate(cfg: Any) -> None:
     """Reject values the types allow but the physics does not; one clear message each."""
+    bad_float = _non_finite(cfg)
+    if bad_float:
+        raise ConfigError(f"{bad_float}: every number in a config must be finite")
+    _check_location(cfg)
     checks = [
         (cfg.lr > 0, f"lr={cfg.lr}: the target learning rate must be > 0"),
         (cfg.lr_init >= 0, f"lr_init={cfg.lr_init}: must be >= 0"),
@@ -406,6 +449,13 @@ def validate(cfg: Any) -> None:
         (cfg.batch_size >= 0, f"batch_size={cfg.batch_size}: must be >= 0 (0 = full batch)"),
         (cfg.decay_rho >= 0, f"decay_rho={cfg.decay_rho}: must be >= 0"),
         (cfg.probe.every >= 1, f"probe.every={cfg.probe.every}: must be >= 1"),
+        (cfg.probe.batch_size >= 1, f"probe.batch_size={cfg.probe.batch_size}: must be >= 1 (examples measured)"),
+        (cfg.probe.dense_steps >= 0 and cfg.probe.log_points >= 0 and cfg.probe.eval_every >= 0,
+         "probe.dense_steps, probe.log_points and probe.eval_every must be >= 0"),
+        (cfg.probe.final_train_examples >= 1,
+         f"probe.final_train_examples={cfg.probe.final_train_examples}: must be >= 1"),
+        (cfg.data.subset >= 0, f"data.subset={cfg.data.subset}: must be >= 0 (0 = the whole training set)"),
+        (cfg.seed >= 0 and cfg.data_seed >= 0, "seed and data_seed must be >= 0"),
         (cfg.probe.lanczos_iters >= 2, f"probe.lanczos_iters={cfg.probe.lanczos_iters}: must be >= 2"),
         (cfg.probe.dtype in ("float32", "float64"), f"probe.dtype={cfg.probe.dtype}: allowed float32, float64"),
         (cfg.probe.members in ("auto", "vmap", "map"), f"probe.members={cfg.probe.members}: allowed auto, vmap, map"),
@@ -457,12 +507,14 @@ def validate(cfg: Any) -> None:
              f"model.activation={cfg.model.activation}: allowed relu, tanh, gelu, linear")
         )
     if cfg.model.name == "transformer":
+        for key in ("depth", "width", "heads", "context", "mlp_ratio"):
+            checks.append((cfg.model[key] >= 1, f"model.{key}={cfg.model[key]}: must be >= 1"))
         checks.append(
             (cfg.model.norm in ("pre_ln", "post_ln", "pre_ln_no_final"),
              f"model.norm={cfg.model.norm}: allowed pre_ln, post_ln, pre_ln_no_final")
         )
         checks.append(
-            (cfg.model.width % cfg.model.heads == 0,
+            (cfg.model.heads < 1 or cfg.model.width % cfg.model.heads == 0,
              f"model.width={cfg.model.width} is not divisible by model.heads={cfg.model.heads}")
         )
     if cfg.model.name == "transformer" and cfg.data.name == "wikitext2":
@@ -471,6 +523,8 @@ def validate(cfg: Any) -> None:
              f"model.context={cfg.model.context} != data.context={cfg.data.context}: set both to the same length")
         )
     if cfg.model.name == "wrn":
+        for key in ("widen", "stem_channels"):
+            checks.append((cfg.model[key] >= 1, f"model.{key}={cfg.model[key]}: must be >= 1"))
         checks.append(
             ((cfg.model.depth - 4) % 6 == 0 and cfg.model.depth >= 10,
              f"model.depth={cfg.model.depth}: a WRN depth is 6*n+4 (10, 16, 22, 28, ...)")

@@ -45,6 +45,11 @@ def _parser():
 
     def pow2(start, stop, step=1.0):  # no annotations: Hydra type-checks them at call time
         """2^x for x = start, start+step, ..., stop (inclusive)."""
+        if not all(isinstance(v, (int, float)) for v in (start, stop, step)):
+            raise ValueError("pow2(start, stop[, step]) takes numbers, e.g. pow2(-3,3) or pow2(0,4,0.5)")
+        if step == 0 or (stop - start) * step < 0:
+            raise ValueError(f"pow2({start}, {stop}, {step}): the step must be non-zero and go from start "
+                             f"towards stop, e.g. pow2({start}, {stop}, {1 if stop >= start else -1})")
         n = int(round((stop - start) / step)) + 1
         return ChoiceSweep(list=[float(2.0 ** (start + i * step)) for i in range(n)])
 
@@ -72,7 +77,7 @@ def split_overrides(overrides: Sequence[str], config_dir: Path = CONF_DIR) -> li
     try:
         parsed = _parser().parse_overrides(list(overrides))
     except HydraException as exc:
-        raise ConfigError(f"cannot parse overrides {list(overrides)}: {str(exc).splitlines()[0]}") from None
+        raise ConfigError(parse_error_message(exc, overrides)) from None
     axes: dict[str, list[str]] = {}
     for ov in parsed:
         key = ov.get_key_element()
@@ -82,10 +87,58 @@ def split_overrides(overrides: Sequence[str], config_dir: Path = CONF_DIR) -> li
             names = ov.value().filter(_group_options(ov.key_or_group, config_dir))
             axes[key] = [f"{key}={n}" for n in names]
         elif ov.is_discrete_sweep():
-            axes[key] = [f"{key}={v}" for v in ov.sweep_string_iterator()]
+            try:
+                axes[key] = [f"{key}={v}" for v in ov.sweep_string_iterator()]
+            except (ValueError, TypeError) as exc:
+                raise ConfigError(f"cannot expand '{ov.input_line}': {exc}") from None
         else:
             raise ConfigError(f"'{key}': only discrete sweeps (a,b,c / range / glob / pow2) make grids")
     return [list(cell) for cell in itertools.product(*axes.values())]
+
+
+def parse_error_message(exc: BaseException, overrides: Sequence[str]) -> str:
+    """Hydra's parse errors name the override on one line and the reason, in grammar terms, on the
+    next: one line with both, in words where we can."""
+    import re
+
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and not ln.strip().startswith("See https")]
+    which = re.search(r"Error parsing override '(.*)'", lines[0]) if lines else None
+    reason = lines[1] if which and len(lines) > 1 else (lines[0] if lines else exc.__class__.__name__)
+    reason = re.sub(r"^\w+Error while evaluating '[^']*': ", "", reason)
+    override = which.group(1) if which else next((o for o in overrides if o and o.split("=")[-1] in reason), "")
+    value = override.split("=", 1)[1] if "=" in override else override
+    if re.search(r",\s*,|^\s*,|,\s*$", value):
+        reason = "an empty value in a comma list (write a,b,c)"
+    elif "extraneous input" in reason or "no viable alternative" in reason or "mismatched input" in reason:
+        reason = ("not valid override syntax (sweeps: a,b,c | range(a,b[,step]) | pow2(a,b[,step]) | glob(*); "
+                  "quote values with spaces or brackets)")
+    return f"cannot parse override '{override or ' '.join(overrides)}': {reason}"
+
+
+def normalize_overrides(overrides: Sequence[str]) -> list[str]:
+    """`+key=v` / `++key=v` set a key like `key=v`: every key already exists in the schema, so an
+    append can only add a misspelt key (which would train under a new run id). Dropping the `+`
+    makes such typos fail with the usual did-you-mean. Deleting keys (`~key`) is refused."""
+    out = []
+    for o in overrides:
+        if o.startswith("~"):
+            key = o[1:].split("=", 1)[0]
+            raise ConfigError(f"'{o}': deleting config keys is not supported (every key has a default); "
+                              f"set a value instead, e.g. {key}=VALUE")
+        out.append(o.lstrip("+"))
+    return out
+
+
+def check_syntax(overrides: Sequence[str]) -> None:
+    """Parse every override with our grammar (pow2 included) so a malformed one is reported as
+    such, not later as an unknown function or a bad value."""
+    from hydra.errors import HydraException
+
+    register_configs()
+    try:
+        _parser().parse_overrides(list(overrides))
+    except HydraException as exc:
+        raise ConfigError(parse_error_message(exc, overrides)) from None
 
 
 # ----------------------------------------------------------------------------- composing
@@ -103,7 +156,7 @@ def compose(overrides: Sequence[str], config_dir: Path = CONF_DIR) -> DictConfig
         with initialize_config_dir(config_dir=str(config_dir), version_base=None):
             cfg = hydra_compose(config_name="config", overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as exc:
-        raise ConfigError(_explain(exc)) from None
+        raise ConfigError(_explain(exc, overrides)) from None
     finally:
         GlobalHydra.instance().clear()
     OmegaConf.set_readonly(cfg, False)
@@ -111,7 +164,7 @@ def compose(overrides: Sequence[str], config_dir: Path = CONF_DIR) -> DictConfig
     return cfg
 
 
-def _explain(exc: BaseException) -> str:
+def _explain(exc: BaseException, overrides: Sequence[str] = ()) -> str:
     """Turn Hydra/OmegaConf's multi-line errors into one line naming the key and the choices."""
     import difflib
     import re
@@ -119,6 +172,8 @@ def _explain(exc: BaseException) -> str:
     from sweep import config as schema
 
     text = str(exc).strip()
+    if text.startswith("Error parsing override") or "override_grammar" in text:
+        return parse_error_message(exc, overrides)
     missing = re.search(r"Could not find '([\w/]+)/([^']+)'", text)
     if missing:
         group, name = missing.groups()
@@ -144,6 +199,8 @@ def _explain(exc: BaseException) -> str:
 
 def expand(overrides: Sequence[str], config_dir: Path = CONF_DIR, max_runs: Optional[int] = None) -> list[RunSpec]:
     """All runs of a grid: experiment `grid:` entries, then command-line overrides (which win)."""
+    overrides = normalize_overrides(overrides)
+    check_syntax(overrides)
     base_overrides = [o for o in overrides if not _is_sweep(o)]
     base = compose(base_overrides, config_dir)
     grid_block = dict(base.get("grid") or {})

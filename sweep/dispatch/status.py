@@ -2,7 +2,6 @@
 the SLURM state of the task that owns it in the newest submission that contains it."""
 from __future__ import annotations
 
-import json
 import shlex
 from collections import Counter
 from dataclasses import dataclass, field
@@ -17,8 +16,8 @@ from sweep.dispatch import jobs
 from sweep.dispatch import manifest as mf
 
 STATES = ("converged", "diverged", "failed", "error", "pending", "running", "preempted", "timeout",
-          "cancelled", "lost", "unknown")
-NEEDS_RESUBMIT = ("error", "preempted", "timeout", "cancelled", "lost")
+          "cancelled", "lost", "corrupt", "unknown")
+NEEDS_RESUBMIT = ("error", "preempted", "timeout", "cancelled", "lost", "corrupt")
 JOB_TO_RUN = {
     "PENDING": "pending", "REQUEUED": "pending", "REQUEUE_HOLD": "pending", "REQUEUE_FED": "pending",
     "CONFIGURING": "pending", "RESV_DEL_HOLD": "pending",
@@ -41,26 +40,33 @@ class SweepStatus:
     latest: Optional[dict] = None  # the newest manifest
     job_error: Optional[str] = None  # why job states are unknown
     counts: Counter = field(default_factory=Counter)
+    corrupt: dict[str, str] = field(default_factory=dict)  # run_id -> which file is unusable and why
 
 
-def _records(sweep: Path) -> dict[str, dict]:
-    out = {}
+def _records(sweep: Path) -> tuple[dict[str, dict], dict[str, str]]:
+    """(run_id -> record of finished and error runs, run_id -> why for corrupt runs). A folder
+    without a record is a run in progress (or never started): neither."""
+    out, corrupt = {}, {}
     runs = sweep / "runs"
     if runs.is_dir():
-        for d in runs.iterdir():
-            try:
-                rec = json.loads((d / store.RECORD).read_text())
-                out[rec.get("run_id", d.name)] = rec
-            except (OSError, ValueError):
+        for d in sorted(runs.iterdir()):
+            if not d.is_dir():
                 continue
-    return out
+            state, why = store.run_state(sweep, d.name)
+            if state == "corrupt":
+                corrupt[d.name] = why or "unusable"
+            elif state in ("finished", "error"):
+                rec = store.read_record(sweep, d.name)
+                if rec is not None:
+                    out[d.name] = rec
+    return out, corrupt
 
 
 def sweep_status(sweep: str | Path) -> SweepStatus:
     sweep = Path(sweep)
     if not (sweep / "runs").is_dir() and not (sweep / mf.SUBMISSIONS).is_dir():
         raise ConfigError(f"{sweep}: not a sweep directory (no runs/ or submissions/); pass results/<sweep_name>")
-    records = _records(sweep)
+    records, corrupt = _records(sweep)
     owner: dict[str, tuple[dict, dict]] = {}  # run_id -> (manifest, run entry) of the newest submission
     manifests = []
     for path in mf.all_manifests(sweep):
@@ -83,13 +89,15 @@ def sweep_status(sweep: str | Path) -> SweepStatus:
         except Exception as exc:  # noqa: BLE001 - shown, not fatal: records still count
             job_error = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
     states, pending = {}, {}
-    for rid in sorted(set(records) | set(owner)):
+    for rid in sorted(set(records) | set(owner) | set(corrupt)):
         outcome = records.get(rid, {}).get("outcome")
         entry = owner.get(rid, (None, None))[1]
         job_state = job_states.get(str(entry["job_id"])) if entry and entry["job_id"] else None
         run_state = JOB_TO_RUN.get(job_state or "", None)
         if outcome in store.TERMINAL_OUTCOMES:
             states[rid] = outcome
+        elif rid in corrupt and run_state not in ("pending", "running"):
+            states[rid] = "corrupt"
         elif run_state in ("pending", "running"):  # (re)tried right now, even if an error record exists
             states[rid] = run_state
         elif outcome == "error":
@@ -103,7 +111,7 @@ def sweep_status(sweep: str | Path) -> SweepStatus:
         if rid not in records and entry is not None:
             pending[rid] = {"grid": entry["grid"], "config": entry["config"]}
     return SweepStatus(sweep, states, records, pending, manifests[-1] if manifests else None, job_error,
-                       Counter(states.values()))
+                       Counter(states.values()), corrupt)
 
 
 def summary_frame(status: SweepStatus) -> pd.DataFrame:
@@ -141,10 +149,17 @@ def format_status(status: SweepStatus) -> str:
                                   if status.counts.get(s, 0) or s in STATES[:6]))
     if status.job_error:
         lines.append(f"  job states unavailable: {status.job_error}")
+    bad = [rid for rid, state in status.states.items() if state == "corrupt"]
+    for rid in bad[:5]:
+        lines.append(f"  corrupt: {status.corrupt[rid]}")
+    if len(bad) > 5:
+        lines.append(f"  ... and {len(bad) - 5} more corrupt runs")
+    if bad:
+        lines.append("  (a re-run or resubmit trains corrupt runs again; their files are moved aside, not deleted)")
     redo = sum(status.counts.get(s, 0) for s in NEEDS_RESUBMIT)
     if redo:
         why = ", ".join(f"{status.counts[s]} {s}" for s in NEEDS_RESUBMIT if status.counts.get(s))
         again = f"sweep submit {' '.join(shlex.quote(o) for o in status.latest['overrides'])}" if status.latest \
-            else "sweep submit <the same overrides>"
-        lines.append(f"  {redo} runs to finish ({why}); resubmit: {again}")
+            else "the same `sweep run` command"
+        lines.append(f"  {redo} run{'s' if redo != 1 else ''} to finish ({why}); resubmit: {again}")
     return "\n".join(lines)
