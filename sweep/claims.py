@@ -140,18 +140,17 @@ class Claims:
             info = read_claim(path)
             if info is None and not path.exists():
                 continue  # released meanwhile
-            why_dead = self._dead(path, info)
-            if why_dead is None:
-                self.busy[run_id] = _describe(info)
-                return False
             if info is not None and info.get("token") == self.owner.token:
                 with self._lock:
                     self.held.add(run_id)
                 return True
             if info is not None and self.owner.job and info.get("job") == self.owner.job:
-                self._take_over(path)  # our own previous incarnation (requeued SLURM task)
-            else:
-                self._break(path, info)
+                self._take_over(path)  # our own previous incarnation (a requeued SLURM task)
+                continue
+            if self._dead(path, info) is None:
+                self.busy[run_id] = _describe(info)
+                return False
+            self._break(path, info)
         self.busy[run_id] = _describe(read_claim(path))
         return False
 

@@ -145,3 +145,33 @@ def test_preempted_task_checkpoints_requeues_and_resumes_exactly(tmp_path):
         b = pd.read_parquet(store.run_dir(truth, r.run_id) / store.TRACE)
         pd.testing.assert_frame_equal(a, b, check_exact=True)
     assert not (sub.sweep / "checkpoints").exists() or not any((sub.sweep / "checkpoints").iterdir())
+
+
+def test_killed_array_task_leaves_a_claim_that_a_resubmission_takes_over(tmp_path):
+    """SIGKILL (OOM killer, node loss, `scancel -s KILL`) gives a task no chance to release its runs:
+    the resubmitted task must see that the claim's job ended and train the runs, once."""
+    from sweep.claims import CLAIMS, read_claim
+    from sweep.dispatch.submit import submit
+
+    grid = TINY + ["steps=200000", "probe.every=10000", "lr=0.05,0.1", f"results_dir={tmp_path}", "sweep_name=kill"]
+    sub = submit(grid)
+    job = mf.read(sub.manifest)["tasks"][0]["job_id"]
+    claims_dir = sub.sweep / CLAIMS
+    _wait(lambda: len(list(claims_dir.glob("*.claim"))) == 2, 120, "the task to claim its runs", poll=0.3)
+    (pid,) = {read_claim(p)["pid"] for p in claims_dir.glob("*.claim")}
+    os.kill(pid, 9)  # what the OOM killer does: no handler runs, nothing is released
+    from sweep.dispatch import jobs
+
+    _wait(lambda: jobs.slurm_states([job]).get(job) not in jobs.ACTIVE | {"RUNNING"}, 60, "the job to end")
+    left = {p.stem: read_claim(p) for p in claims_dir.glob("*.claim")}
+    assert len(left) == 2 and all(info["job"] == job for info in left.values())  # never released
+
+    again = submit(grid)
+    assert again.submitted == 2, "a killed job's runs must be submitted again"
+    new_job = mf.read(again.manifest)["tasks"][0]["job_id"]
+    new_logs = again.manifest.parent / "logs"
+    _wait(lambda: "cohort 1/1" in "".join(p.read_text(errors="replace") for p in new_logs.glob("*_log.out")),
+          120, "the resubmitted task to start training", poll=0.5)
+    owners = {read_claim(p)["job"] for p in claims_dir.glob("*.claim") if read_claim(p)}
+    assert owners == {new_job}, owners  # taken over, not skipped as "held by another process"
+    subprocess.run(["scancel", new_job], timeout=30)

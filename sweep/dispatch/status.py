@@ -123,7 +123,10 @@ def summary_frame(status: SweepStatus) -> pd.DataFrame:
     for rid, state in status.states.items():
         rec = status.records.get(rid)
         if rec is None or state not in store.TERMINAL_OUTCOMES + ("error",):
-            src = status.pending_configs.get(rid) or {"grid": rec.get("grid", {}), "config": rec.get("config", {})}
+            src = status.pending_configs.get(rid) or (
+                {"grid": rec.get("grid", {}), "config": rec.get("config", {})} if rec else None)
+            if src is None:  # corrupt, never submitted: no config to place it in the diagram
+                continue
             rec = {"run_id": rid, "outcome": state, "status": state, "summary": {}, **src}
         try:
             row = summary_row(rec)
