@@ -12,6 +12,10 @@ A SLURM task requeued after preemption carries the same job id as the claim it l
 owner and resumes. Taking over a dead claim is done under a short-lived breaker file so two
 processes cannot both take it. The run's record, not the claim, says whether a run is finished.
 
+Progress: while it trains, the owner also writes claims/<token>.progress at chunk boundaries (at most
+every few seconds): the runs of its cohort, the step reached, timings and its log file, which is what
+`sweep status` shows for a running cohort (step, ETA, log).
+
 Tuning (environment): SWEEP_CLAIM_HEARTBEAT_S (default 30), SWEEP_CLAIM_STALE_S (default 300).
 """
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import Iterable, Optional
 
 CLAIMS = "claims"
 BREAKER_STALE_S = 60.0
+PROGRESS_EVERY_S = 2.0
 
 
 def _env_float(name: str, default: float) -> float:
@@ -43,6 +48,18 @@ def slurm_job() -> Optional[str]:
     if array and task:
         return f"{array}_{task}"
     return os.environ.get("SLURM_JOB_ID") or None
+
+
+def submitit_log() -> Optional[str]:
+    """The stdout log of this submitit job (what to read when it fails), or None outside one."""
+    if not os.environ.get("SUBMITIT_FOLDER"):
+        return None
+    try:
+        import submitit
+
+        return str(submitit.JobEnvironment().paths.stdout)
+    except Exception:  # noqa: BLE001 - a log path is a courtesy, never a failure
+        return None
 
 
 def _proc_start(pid: int) -> Optional[str]:
@@ -77,6 +94,7 @@ class Owner:
     start: Optional[str] = None
     job: Optional[str] = field(default_factory=slurm_job)
     token: str = field(default_factory=lambda: secrets.token_hex(8))
+    log: Optional[str] = field(default_factory=submitit_log)
 
     def __post_init__(self) -> None:
         if self.start is None:
@@ -101,6 +119,7 @@ class Claims:
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._job_states: Optional[dict[str, str]] = None
+        self._last_report = 0.0
 
     # -------------------------------------------------------------------- lifecycle
     def __enter__(self) -> "Claims":
@@ -111,6 +130,25 @@ class Claims:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self.release(list(self.held))
+        self._progress_path().unlink(missing_ok=True)
+
+    # -------------------------------------------------------------------- progress
+    def _progress_path(self) -> Path:
+        return self.dir / f"{self.owner.token}.progress"
+
+    def report(self, run_ids: list[str], step: int, total: int, started: float) -> None:
+        """Say how far this process's cohort is (throttled; always at the end)."""
+        now = time.time()
+        if step < total and now - self._last_report < PROGRESS_EVERY_S:
+            return
+        self._last_report = now
+        from sweep.store import atomic_write_json
+
+        try:
+            atomic_write_json(self._progress_path(), {**self.owner.__dict__, "runs": list(run_ids), "step": int(step),
+                                                      "total": int(total), "started": started, "updated": now})
+        except OSError:  # progress is a courtesy; a full disk shows up where records are written
+            pass
 
     def _beat(self) -> None:
         while not self._stop.wait(self.heartbeat_s):
@@ -258,13 +296,19 @@ def _describe(info: Optional[dict]) -> str:
     return f"{info.get('host', '?')} pid {info.get('pid', '?')}" + (f", SLURM job {job}" if job else "")
 
 
-def live_claims(sweep: Path) -> dict[str, dict]:
-    """run_id -> claim info of every claim file in a sweep (for `sweep status`)."""
+def live_progress(sweep: Path) -> list[dict]:
+    """The progress reports of processes that still hold claims in a sweep (for `sweep status`):
+    each with its runs, step, total, started/updated times, owner and log."""
     root = Path(sweep) / CLAIMS
-    out = {}
-    if root.is_dir():
-        for path in root.glob("*.claim"):
-            info = read_claim(path)
-            if info is not None:
-                out[path.stem] = {**info, "age_s": _age(path)}
+    if not root.is_dir():
+        return []
+    viewer = Claims(sweep)
+    out = []
+    for path in sorted(root.glob("*.progress")):
+        info = read_claim(path)
+        if not info or not isinstance(info.get("runs"), list):
+            continue
+        held = [r for r in info["runs"] if (read_claim(root / f"{r}.claim") or {}).get("token") == info.get("token")]
+        if held and viewer._dead(root / f"{held[0]}.claim", read_claim(root / f"{held[0]}.claim")) is None:
+            out.append({**info, "runs": held})
     return out

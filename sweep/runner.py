@@ -158,8 +158,10 @@ def _base_record(spec: RunSpec, sweep_name: str) -> dict:
 def error_record(spec: RunSpec, sweep_name: str, exc: BaseException) -> dict:
     """An exception becomes an `error` record (retried on re-run), with its traceback."""
     rec = _base_record(spec, sweep_name)
+    from sweep.claims import submitit_log
+
     rec.update(status="error", outcome="error", summary={}, error={
-        "type": exc.__class__.__name__, "message": str(exc)[:2000],
+        "type": exc.__class__.__name__, "message": str(exc)[:2000], "log": submitit_log(),
         "traceback": "".join(traceback.format_exception(exc))[-20000:]})
     rec.update(store.provenance())
     return rec
@@ -215,10 +217,17 @@ def run_cohort(cohort: Cohort, sweep: Path, *, force: bool = False,
         runs = claim_pending(cohort, sweep, force, held)
         if not runs:
             return []
+        ids, started = [r.run_id for r in runs], time.time()
+
+        def report(done: int, total: int) -> None:
+            held.report(ids, done, total, started)
+            if progress:
+                progress(done, total)
+
         try:
-            return _train_and_record(runs, sweep, progress, checkpointer)
+            return _train_and_record(runs, sweep, report, checkpointer)
         finally:
-            held.release([r.run_id for r in runs])
+            held.release(ids)
 
 
 def _train_and_record(runs: list[RunSpec], sweep: Path, progress: Optional[Callable[[int, int], None]],

@@ -165,6 +165,13 @@ def test_killed_array_task_leaves_a_claim_that_a_resubmission_takes_over(tmp_pat
     _wait(lambda: jobs.slurm_states([job]).get(job) not in jobs.ACTIVE | {"RUNNING"}, 60, "the job to end")
     left = {p.stem: read_claim(p) for p in claims_dir.glob("*.claim")}
     assert len(left) == 2 and all(info["job"] == job for info in left.values())  # never released
+    from sweep.dispatch.status import format_status, sweep_status
+
+    st = sweep_status(sub.sweep)
+    (failed,) = st.failed_tasks
+    assert failed["job"] == job and failed["log"] and Path(failed["log"]).exists(), st.failed_tasks
+    assert f"task 0 (job {job}) {failed['state']}: log {failed['log']}" in format_status(st)
+    assert "2 runs to finish" in format_status(st)
 
     again = submit(grid)
     assert again.submitted == 2, "a killed job's runs must be submitted again"

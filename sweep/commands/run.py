@@ -124,6 +124,9 @@ def command(args: argparse.Namespace) -> int:
     if args.dry_run:
         return 0
     store.check_writable(sweep)
+    from sweep.dispatch.status import record_local_command
+
+    record_local_command(sweep, args.overrides)
     failures = run_grid(runs, sweep, force)
     print(f"results: {sweep}/runs/<run_id>/record.json and trace.parquet")
     print(f"next: sweep status {sweep}   |   draw the phase diagram: sweep plot {sweep}")

@@ -2,6 +2,7 @@
 the SLURM state of the task that owns it in the newest submission that contains it."""
 from __future__ import annotations
 
+import json
 import shlex
 from collections import Counter
 from dataclasses import dataclass, field
@@ -41,6 +42,9 @@ class SweepStatus:
     job_error: Optional[str] = None  # why job states are unknown
     counts: Counter = field(default_factory=Counter)
     corrupt: dict[str, str] = field(default_factory=dict)  # run_id -> which file is unusable and why
+    progress: list[dict] = field(default_factory=list)  # live cohorts: runs, step, total, owner, log
+    failed_tasks: list[dict] = field(default_factory=list)  # array tasks that ended badly: index, job, state, log
+    last_local: Optional[dict] = None  # the last `sweep run` of this sweep: its overrides
 
 
 def _records(sweep: Path) -> tuple[dict[str, dict], dict[str, str]]:
@@ -88,14 +92,20 @@ def sweep_status(sweep: str | Path) -> SweepStatus:
             job_states.update(jobs.job_states(executor, ids) or {})
         except Exception as exc:  # noqa: BLE001 - shown, not fatal: records still count
             job_error = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+    from sweep.claims import live_progress
+
+    progress = live_progress(sweep)
+    training = {rid for p in progress for rid in p["runs"]}
     states, pending = {}, {}
-    for rid in sorted(set(records) | set(owner) | set(corrupt)):
+    for rid in sorted(set(records) | set(owner) | set(corrupt) | training):
         outcome = records.get(rid, {}).get("outcome")
         entry = owner.get(rid, (None, None))[1]
         job_state = job_states.get(str(entry["job_id"])) if entry and entry["job_id"] else None
         run_state = JOB_TO_RUN.get(job_state or "", None)
         if outcome in store.TERMINAL_OUTCOMES:
             states[rid] = outcome
+        elif rid in training:  # a live process is training it (local run or array task)
+            states[rid] = "running"
         elif rid in corrupt and run_state not in ("pending", "running"):
             states[rid] = "corrupt"
         elif run_state in ("pending", "running"):  # (re)tried right now, even if an error record exists
@@ -111,7 +121,107 @@ def sweep_status(sweep: str | Path) -> SweepStatus:
         if rid not in records and entry is not None:
             pending[rid] = {"grid": entry["grid"], "config": entry["config"]}
     return SweepStatus(sweep, states, records, pending, manifests[-1] if manifests else None, job_error,
-                       Counter(states.values()), corrupt)
+                       Counter(states.values()), corrupt, progress, _failed_tasks(manifests, job_states),
+                       _last_local(sweep, manifests))
+
+
+LOCAL_COMMAND = "last_run.json"
+BAD_TASK_STATES = ("FAILED", "OUT_OF_MEMORY", "NODE_FAIL", "TIMEOUT", "CANCELLED", "PREEMPTED", "BOOT_FAIL",
+                   "DEADLINE", "VANISHED")
+
+
+def _task_log(manifest_dir: Path, job_id: str) -> Optional[str]:
+    """submitit's stdout log of one array task (<submission>/logs/<job>_<rank>_log.out)."""
+    logs = Path(manifest_dir) / "logs"
+    found = sorted(logs.glob(f"{job_id}_*log.out")) or sorted(logs.glob(f"{job_id}_log.out"))
+    return str(found[0]) if found else None
+
+
+def _failed_tasks(manifests: list[dict], job_states: dict[str, str]) -> list[dict]:
+    """Array tasks of the newest submission whose job ended badly, with their logs."""
+    if not manifests:
+        return []
+    m = manifests[-1]
+    where = Path(m["sweep_dir"]) / mf.SUBMISSIONS / m["submission"]
+    out = []
+    for task in m["tasks"]:
+        state = job_states.get(str(task.get("job_id")))
+        if state in BAD_TASK_STATES:
+            out.append({"index": task["index"], "job": task["job_id"], "state": state,
+                        "log": _task_log(where, str(task["job_id"]))})
+    return out
+
+
+def _last_local(sweep: Path, manifests: list[dict]) -> Optional[dict]:
+    """The last `sweep run` of this sweep, if it came after the newest submission."""
+    try:
+        data = json.loads((sweep / LOCAL_COMMAND).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("overrides"), list):
+        return None
+    if manifests and float(manifests[-1].get("created_unix", 0)) > float(data.get("time", 0)):
+        return None
+    return data
+
+
+def record_local_command(sweep: Path, overrides: list[str]) -> None:
+    """Remember how a sweep was last run locally, so status can say how to finish it."""
+    import time
+
+    store.atomic_write_json(Path(sweep) / LOCAL_COMMAND, {"overrides": list(overrides), "time": time.time()})
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def progress_lines(status: SweepStatus) -> list[str]:
+    """One line per live cohort: who trains it, the step reached, an ETA and its log."""
+    import time
+
+    lines = []
+    for p in status.progress:
+        step, total = int(p.get("step", 0)), max(1, int(p.get("total", 1)))
+        elapsed = float(p.get("updated", 0)) - float(p.get("started", 0))
+        eta = f", ETA {_duration(elapsed / step * (total - step))}" if 0 < step < total else ""
+        who = f"{p.get('host', '?')} pid {p.get('pid', '?')}" + (f", SLURM job {p['job']}" if p.get("job") else "")
+        age = time.time() - float(p.get("updated", 0))
+        line = (f"  running: {_plural(len(p['runs']), 'run')} on {who}: step {step}/{total} "
+                f"({100 * step // total}%){eta}, reported {_duration(age)} ago")
+        if p.get("log"):
+            line += f"; log {p['log']}"
+        lines.append(line)
+    return lines
+
+
+def error_lines(status: SweepStatus, limit: int = 5) -> list[str]:
+    """The first line of each error run's message (and its log), then failed array tasks' logs."""
+    lines = []
+    errors = [rid for rid, state in status.states.items() if state == "error"]
+    for rid in errors[:limit]:
+        err = (status.records.get(rid) or {}).get("error") or {}
+        first = str(err.get("message") or "").strip().splitlines()
+        line = f"  error {rid}: {err.get('type', '?')}: {first[0][:200] if first else ''}"
+        if err.get("log"):
+            line += f"; log {err['log']}"
+        lines.append(line)
+    if len(errors) > limit:
+        lines.append(f"  ... and {len(errors) - limit} more error runs")
+    for t in status.failed_tasks[:limit]:
+        lines.append(f"  task {t['index']} (job {t['job']}) {t['state']}: log {t['log'] or '(none written)'}")
+    if len(status.failed_tasks) > limit:
+        lines.append(f"  ... and {len(status.failed_tasks) - limit} more failed tasks")
+    return lines
 
 
 def summary_frame(status: SweepStatus) -> pd.DataFrame:
@@ -152,6 +262,8 @@ def format_status(status: SweepStatus) -> str:
                                   if status.counts.get(s, 0) or s in STATES[:6]))
     if status.job_error:
         lines.append(f"  job states unavailable: {status.job_error}")
+    lines += progress_lines(status)
+    lines += error_lines(status)
     bad = [rid for rid, state in status.states.items() if state == "corrupt"]
     for rid in bad[:5]:
         lines.append(f"  corrupt: {status.corrupt[rid]}")
@@ -162,7 +274,11 @@ def format_status(status: SweepStatus) -> str:
     redo = sum(status.counts.get(s, 0) for s in NEEDS_RESUBMIT)
     if redo:
         why = ", ".join(f"{status.counts[s]} {s}" for s in NEEDS_RESUBMIT if status.counts.get(s))
-        again = f"sweep submit {' '.join(shlex.quote(o) for o in status.latest['overrides'])}" if status.latest \
-            else "the same `sweep run` command"
-        lines.append(f"  {redo} run{'s' if redo != 1 else ''} to finish ({why}); resubmit: {again}")
+        if status.last_local is not None:
+            again = "re-run: " + shlex.join(["sweep", "run", *status.last_local["overrides"]])
+        elif status.latest:
+            again = "resubmit: " + shlex.join(["sweep", "submit", *status.latest["overrides"]])
+        else:
+            again = "re-run the same `sweep run` command"
+        lines.append(f"  {_plural(redo, 'run')} to finish ({why}); {again}")
     return "\n".join(lines)
