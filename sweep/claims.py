@@ -218,7 +218,13 @@ class Claims:
         return True
 
     def _take_over(self, path: Path) -> None:
+        self._drop_progress(read_claim(path))
         path.unlink(missing_ok=True)
+
+    def _drop_progress(self, info: Optional[dict]) -> None:
+        """A dead owner's progress report goes with its claims."""
+        if info and isinstance(info.get("token"), str) and info["token"] != self.owner.token:
+            (self.dir / f"{info['token']}.progress").unlink(missing_ok=True)
 
     def _break(self, path: Path, seen: Optional[dict]) -> None:
         """Remove a dead claim, unless someone else is breaking it or it changed meanwhile."""
@@ -232,6 +238,7 @@ class Claims:
         try:
             now = read_claim(path)
             if now == seen or now is None:
+                self._drop_progress(now)
                 path.unlink(missing_ok=True)
         finally:
             os.close(fd)

@@ -58,6 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:  # one line, no traceback
         print(f"error: {format_user_error(exc)}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `sweep run --dry-run | head`: the reader left; not an error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as exc:
         if exc.errno not in _STORAGE_ERRORS:
             raise

@@ -13,6 +13,7 @@ added without an entry, and checks a sweep written before this scheme (tests/fix
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from typing import Any
@@ -46,9 +47,10 @@ LAMBDA0_KEYS = ("model", "param", "data", "loss", "probe", "seed")
 
 
 def to_dict(cfg: Any) -> dict:
+    """A fresh plain dict of a config (DictConfig or dict): callers may change it freely."""
     if isinstance(cfg, DictConfig):
         return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)  # type: ignore[return-value]
-    return dict(cfg)
+    return copy.deepcopy(dict(cfg))
 
 
 def _hash(obj: Any, length: int = 16) -> str:

@@ -94,24 +94,63 @@ def _runs(n: int) -> str:
     return f"{n} run" if n == 1 else f"{n} runs"
 
 
+def _fmt(value) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def _axes_summary(runs: Sequence) -> str:
+    """`lr (14 values: 0.0625 .. 512), param.name (sp, mup)`: what the grid sweeps."""
+    parts = []
+    for key in runs[0].grid:
+        values = list(dict.fromkeys(r.grid.get(key) for r in runs))
+        if len(values) <= 4:
+            parts.append(f"{key} ({', '.join(_fmt(v) for v in values)})")
+        else:
+            try:
+                lo, hi = min(values), max(values)
+                span = f"{_fmt(lo)} .. {_fmt(hi)}"
+            except TypeError:
+                span = f"{_fmt(values[0])} .. {_fmt(values[-1])}"
+            parts.append(f"{key} ({len(values)} values: {span})")
+    return ", ".join(parts)
+
+
 def print_plan(runs: Sequence, list_cohorts: bool) -> tuple[Path, bool]:
-    """Say what a grid amounts to (runs, cohorts, already finished); with `list_cohorts` name every run.
+    """Say what a grid amounts to (runs, cohorts, already finished); with `list_cohorts`, every run
+    with its swept values, the way Hydra lists a multirun (`#0 : lr=0.1 warmup=8`), by cohort.
+    On a terminal, big grids are cut after MAX_LISTED runs (pipe the output to see all).
     Returns the sweep folder and the `force` flag."""
     from sweep import store
     from sweep.grid import make_cohorts
-    from sweep.runner import pending_runs
 
     cfg0 = runs[0].cfg
     sweep = store.sweep_dir(cfg0.results_dir, cfg0.sweep_name)
     force = bool(cfg0.force)
     cohorts = make_cohorts(runs)
-    n_todo = sum(len(pending_runs(c, sweep, force)) for c in cohorts)
-    print(f"sweep '{cfg0.sweep_name}': {len(runs)} runs in {len(cohorts)} cohorts; "
-          f"{len(runs) - n_todo} already finished, {n_todo} to run -> {sweep}")
-    if list_cohorts:
-        for c in cohorts:
-            print(f"  cohort {c.key}: {len(c.runs)} runs: " + " ".join(r.run_id for r in c.runs))
+    done = set() if force else {r.run_id for r in runs if store.is_finished(sweep, r.run_id)}
+    n_todo = len(runs) - len(done)
+    print(f"sweep '{cfg0.sweep_name}': {_runs(len(runs))} in {len(cohorts)} cohort{'s' if len(cohorts) != 1 else ''}; "
+          f"{len(done)} already finished, {n_todo} to run -> {sweep}")
+    if not list_cohorts:
+        return sweep, force
+    if runs[0].grid:
+        print(f"  swept: {_axes_summary(runs)}")
+    limit = MAX_LISTED if sys.stdout.isatty() else None
+    index = 0
+    for c in cohorts:
+        print(f"  cohort {c.key} ({_runs(len(c.runs))}):")
+        for r in c.runs:
+            if limit is not None and index >= limit:
+                print(f"  ... and {len(runs) - index} more (pipe the output, e.g. | less, to list every run)")
+                return sweep, force
+            values = " ".join(f"{k}={_fmt(v)}" for k, v in r.grid.items())
+            state = "  [finished]" if r.run_id in done else ""
+            print(f"    #{index} {r.run_id} : {values}{state}")
+            index += 1
     return sweep, force
+
+
+MAX_LISTED = 60
 
 
 def command(args: argparse.Namespace) -> int:

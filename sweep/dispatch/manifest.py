@@ -17,7 +17,6 @@ from typing import Any, Optional, Sequence
 from sweep import store
 from sweep.config import from_dict
 from sweep.grid import Cohort, RunSpec
-from sweep.identity import to_dict
 
 VERSION = 1
 SUBMISSIONS = "submissions"
@@ -41,7 +40,7 @@ def new_submission_dir(sweep: Path) -> Path:
 
 
 def _run_entry(spec: RunSpec) -> dict:
-    return {"run_id": spec.run_id, "grid": spec.grid, "config": to_dict(spec.cfg)}
+    return {"run_id": spec.run_id, "grid": spec.grid, "config": spec.config_dict()}
 
 
 def build(sweep: Path, tasks: Sequence[Sequence[Cohort]], *, overrides: Sequence[str], cluster: dict,
