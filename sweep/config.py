@@ -426,12 +426,18 @@ def _check_location(cfg: Any) -> None:
     if not re.fullmatch(SWEEP_NAME, name):
         raise ConfigError(f"sweep_name={name!r}: a sweep name is a plain folder name (letters, digits, "
                           f"'.', '_', '-', '+', '=', no '/', not '.' or '..'); to write elsewhere set results_dir=PATH")
-    results = Path(str(cfg.results_dir))
-    for part in [results, *results.parents]:
+    check_folder_path(Path(str(cfg.results_dir)), f"results_dir={cfg.results_dir}")
+
+
+def check_folder_path(folder: Any, what: str) -> None:
+    """A folder (existing or to be made) must not have a file in the way on its path."""
+    from pathlib import Path
+
+    folder = Path(folder)
+    for part in [folder, *folder.parents]:
         if part.exists():
             if not part.is_dir():
-                raise ConfigError(f"results_dir={cfg.results_dir}: {part} is a file, not a folder; "
-                                  f"choose a folder with results_dir=PATH")
+                raise ConfigError(f"{what}: {part} is a file, not a folder; choose a folder with results_dir=PATH")
             break
 
 

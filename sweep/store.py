@@ -215,15 +215,10 @@ def write_run(sweep: Path, run_id: str, record: dict, trace: Optional[pd.DataFra
 def check_writable(folder: Path, what: str = "results folder") -> None:
     """Fail before any compute when results cannot be written (read-only disk, a file in the way,
     no permission): one line that says where and how to pick another place."""
-    from sweep.config import ConfigError
+    from sweep.config import ConfigError, check_folder_path
 
     folder = Path(folder)
-    for parent in [folder, *folder.parents]:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ConfigError(f"{what} {folder}: {parent} is a file, not a folder; "
-                                  f"choose another with results_dir=PATH")
-            break
+    check_folder_path(folder, f"{what} {folder}")
     try:
         (folder / "runs").mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=folder / "runs", prefix=".writable.", suffix=".tmp")
