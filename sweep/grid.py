@@ -19,7 +19,7 @@ import functools
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -446,3 +446,22 @@ def extend_until_divergence(runs: Sequence[RunSpec], outcomes: dict[str, Optiona
         cfg.lr = float(top.cfg.lr) * float(ext.factor)
         new.append(RunSpec(run_id(cfg), cfg, {**top.grid, "lr": float(cfg.lr)}))
     return new
+
+
+def until_divergence(runs: Sequence[RunSpec], sweep: Path,
+                     train: Callable[[list[RunSpec]], Any]) -> list[RunSpec]:
+    """Train `runs`, then keep adding the next lr of each growing line (extend_until_divergence,
+    from the outcomes in the sweep's records) and training those, until no line grows. Returns all
+    runs. `sweep run` trains in between; `sweep submit` passes a `train` that does nothing (a job
+    array cannot wait for outcomes), so lines grow by what the records so far allow."""
+    from sweep import store
+
+    runs = list(runs)
+    train(runs)
+    while True:
+        outcomes = {r.run_id: (store.read_record(sweep, r.run_id) or {}).get("outcome") for r in runs}
+        new = extend_until_divergence(runs, outcomes)
+        if not new:
+            return runs
+        runs += new
+        train(new)

@@ -4,7 +4,7 @@ import pytest
 
 from sweep import store
 from sweep.errors import GridError
-from sweep.grid import expand, extend_until_divergence, make_cohorts
+from sweep.grid import expand, make_cohorts
 from sweep.runner import dataset_for
 
 TINY = ["data=synthetic", "model.width=8", "model.depth=2", "steps=6", "probe.every=3", "probe.batch_size=32"]
@@ -74,30 +74,25 @@ def test_until_divergence_on_a_quadratic(tmp_path):
     """Linear model + MSE + full batch GD: lr = c / lambda0 is stable for c < 2 and diverges for
     c > 2. Starting from c in {0.25, 0.5}, the extension must walk 1, 2, 4 (first divergence) and
     one margin point 8, then stop."""
-    from sweep.commands.run import run_locally
+    from sweep.commands.run import run_grid
 
     base = ["data=synthetic", "model.depth=1", "model.use_bias=false", "batch_size=0", "steps=200",
             "probe.every=100", "probe.lanczos_iters=40", "probe.lanczos_tol=1e-8", "lr_unit=sharpness",
             "extend.until_divergence=true", "extend.margin=1", f"results_dir={tmp_path}", "sweep_name=q"]
     runs = expand(base + ["lr=0.25,0.5"])
     sweep = tmp_path / "q"
-    run_locally(runs, sweep, force=False)
-    for _ in range(10):
-        outcomes = {r.run_id: store.read_record(sweep, r.run_id)["outcome"] for r in runs}
-        new = extend_until_divergence(runs, outcomes)
-        if not new:
-            break
-        runs += new
-        run_locally(new, sweep, force=False)
-    by_c = {float(r.cfg.lr): store.read_record(sweep, r.run_id)["outcome"] for r in runs}
+    assert run_grid(runs, sweep, force=False) == 0  # the one until-divergence loop (grid.until_divergence)
+    runs = [r for r in (store.read_record(sweep, p.name) for p in (sweep / "runs").iterdir()) if r]
+    by_c = {float(r["config"]["lr"]): r["outcome"] for r in runs}
     assert sorted(by_c) == [0.25, 0.5, 1.0, 2.0, 4.0, 8.0]
     assert [by_c[c] for c in (0.25, 0.5, 1.0)] == ["converged"] * 3
     assert by_c[4.0] == "diverged" and by_c[8.0] == "diverged"
     assert by_c[2.0] != "diverged"
-    x = dataset_for(runs[0].cfg).x_train.astype(np.float64)
+    first = expand(base + ["lr=0.25"])[0]
+    x = dataset_for(first.cfg).x_train.astype(np.float64)
     # L = 1/(2 N C) sum ||W x - y||^2 (mse_reduction=half_mean) has Hessian (1 / (N C)) X^T X (x) I_C
-    lam = 1.0 / dataset_for(runs[0].cfg).num_classes * np.linalg.eigvalsh(x.T @ x / len(x))[-1]
-    rec = store.read_record(sweep, runs[0].run_id)
+    lam = 1.0 / dataset_for(first.cfg).num_classes * np.linalg.eigvalsh(x.T @ x / len(x))[-1]
+    rec = store.read_record(sweep, first.run_id)
     assert rec["summary"]["lambda0"] == pytest.approx(lam, rel=1e-4)
 
 

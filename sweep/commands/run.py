@@ -69,18 +69,19 @@ def run_grid(runs: Sequence, sweep: Path, force: bool) -> int:
     Returns the number of runs that ended in an error record."""
     from sweep import store
     from sweep.claims import Claims
-    from sweep.grid import extend_until_divergence
+    from sweep.grid import until_divergence
+
+    failures, rounds = 0, 0
+
+    def train(batch: list) -> None:
+        nonlocal failures, rounds
+        if rounds:
+            print(f"extending the lr axis: {_runs(len(batch))} more")
+        rounds += 1
+        failures += run_locally(batch, sweep, force, claims)
 
     with Claims(sweep) as claims:
-        failures = run_locally(runs, sweep, force, claims)
-        while True:
-            outcomes = {r.run_id: (store.read_record(sweep, r.run_id) or {}).get("outcome") for r in runs}
-            new = extend_until_divergence(runs, outcomes)
-            if not new:
-                break
-            print(f"extending the lr axis: {len(new)} more runs")
-            runs = list(runs) + new
-            failures += run_locally(new, sweep, force, claims)
+        until_divergence(runs, sweep, train)
     busy = {rid: who for rid, who in claims.busy.items() if not store.is_finished(sweep, rid)}
     if busy:
         owners = sorted(set(busy.values()))

@@ -20,7 +20,7 @@ from sweep.dispatch import jobs
 from sweep.dispatch import manifest as mf
 from sweep.dispatch.executors import make_executor
 from sweep.dispatch.task import SweepTask
-from sweep.grid import RunSpec, expand, extend_until_divergence, make_cohorts
+from sweep.grid import RunSpec, expand, make_cohorts, until_divergence
 
 
 @dataclass
@@ -72,13 +72,7 @@ def with_extensions(runs: Sequence[RunSpec], sweep: Path) -> list[RunSpec]:
     """`extend.until_divergence=true`: add the next lr of every line whose runs all have records.
     A job array cannot wait for outcomes, so each `sweep submit` grows the lines by what the
     records so far allow; resubmit after the array finished to go on."""
-    runs = list(runs)
-    while True:
-        outcomes = {r.run_id: (store.read_record(sweep, r.run_id) or {}).get("outcome") for r in runs}
-        new = extend_until_divergence(runs, outcomes)
-        if not new:
-            return runs
-        runs += new
+    return until_divergence(runs, sweep, train=lambda batch: None)
 
 
 def submit(overrides: Sequence[str], dry_run: bool = False) -> Submission:
