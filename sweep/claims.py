@@ -185,7 +185,7 @@ class Claims:
             if info is not None and self.owner.job and info.get("job") == self.owner.job:
                 self._take_over(path)  # our own previous incarnation (a requeued SLURM task)
                 continue
-            if self._dead(path, info) is None:
+            if self.owner_gone(path, info) is None:
                 self.busy[run_id] = _describe(info)
                 return False
             self._break(path, info)
@@ -245,7 +245,7 @@ class Claims:
             breaker.unlink(missing_ok=True)
 
     # -------------------------------------------------------------------- liveness
-    def _dead(self, path: Path, info: Optional[dict]) -> Optional[str]:
+    def owner_gone(self, path: Path, info: Optional[dict]) -> Optional[str]:
         """Why the claim's owner is gone, or None while it may be alive."""
         age = _age(path)
         if info is None:  # being written, or written by a writer that died at once
@@ -316,6 +316,6 @@ def live_progress(sweep: Path) -> list[dict]:
         if not info or not isinstance(info.get("runs"), list):
             continue
         held = [r for r in info["runs"] if (read_claim(root / f"{r}.claim") or {}).get("token") == info.get("token")]
-        if held and viewer._dead(root / f"{held[0]}.claim", read_claim(root / f"{held[0]}.claim")) is None:
+        if held and viewer.owner_gone(root / f"{held[0]}.claim", read_claim(root / f"{held[0]}.claim")) is None:
             out.append({**info, "runs": held})
     return out

@@ -264,7 +264,7 @@ def expand(overrides: Sequence[str], config_dir: Path = CONF_DIR, max_runs: Opti
     """All runs of a grid: experiment `grid:` entries, then command-line overrides (which win)."""
     overrides = normalize_overrides(overrides)
     check_syntax(overrides)
-    base_overrides = [o for o in overrides if not _is_sweep(o)]
+    base_overrides = [o for o in overrides if not is_sweep(o)]
     base = compose(base_overrides, config_dir)
     grid_block = dict(base.get("grid") or {})
     cli_keys = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
@@ -379,7 +379,8 @@ def _set_dotted(d: dict, dotted: str, value: Any) -> None:
     d[last] = value
 
 
-def _is_sweep(override: str) -> bool:
+def is_sweep(override: str) -> bool:
+    """Whether an override sweeps (a,b / range / glob / pow2), i.e. makes more than one cell."""
     try:
         return any(o.is_sweep_override() for o in _parser().parse_overrides([override]))
     except Exception:  # noqa: BLE001 - unparsable overrides are reported by compose()
@@ -389,7 +390,7 @@ def _is_sweep(override: str) -> bool:
 def _swept_keys(overrides: Iterable[str]) -> list[str]:
     keys = []
     for o in overrides:
-        if _is_sweep(o):
+        if is_sweep(o):
             key = o.split("=", 1)[0].lstrip("+~")
             group_keys = {"model", "param", "optimizer", "data", "cluster"}
             keys.append(f"{key}.name" if key in group_keys else key)
@@ -413,11 +414,11 @@ def make_cohorts(runs: Sequence[RunSpec], max_size: Optional[int] = None) -> lis
 # ----------------------------------------------------------------------------- until divergence
 def line_key(cfg: Any) -> str:
     """Runs on one line of the lr axis share every config value except lr."""
-    from sweep.identity import _drop, _hash, identity_dict
+    from sweep.identity import content_hash, drop_key, identity_dict
 
     d = identity_dict(cfg)
-    _drop(d, "lr")
-    return _hash(d)
+    drop_key(d, "lr")
+    return content_hash(d)
 
 
 def extend_until_divergence(runs: Sequence[RunSpec], outcomes: dict[str, Optional[str]]) -> list[RunSpec]:
@@ -465,3 +466,6 @@ def until_divergence(runs: Sequence[RunSpec], sweep: Path,
             return runs
         runs += new
         train(new)
+
+
+_is_sweep = is_sweep  # the name older callers import

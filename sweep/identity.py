@@ -53,16 +53,16 @@ def to_dict(cfg: Any) -> dict:
     return copy.deepcopy(dict(cfg))
 
 
-def _hash(obj: Any, length: int = 16) -> str:
+def content_hash(obj: Any, length: int = 16) -> str:
     text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
-def _drop(d: dict, dotted: str) -> None:
+def drop_key(d: dict, dotted: str) -> None:
     head, _, rest = dotted.partition(".")
     if rest:
         if isinstance(d.get(head), dict):
-            _drop(d[head], rest)
+            drop_key(d[head], rest)
     else:
         d.pop(head, None)
 
@@ -75,24 +75,24 @@ def identity_dict(cfg: Any) -> dict:
         d.pop(key, None)
     for key, neutral in ADDED_KEYS.items():
         if get_dotted(d, key, _ABSENT) == neutral:
-            _drop(d, key)
+            drop_key(d, key)
     return d
 
 
 def run_id(cfg: Any) -> str:
-    return _hash(identity_dict(cfg))
+    return content_hash(identity_dict(cfg))
 
 
 def cohort_key(cfg: Any) -> str:
     d = identity_dict(cfg)
     for key in MEMBER_KEYS:
-        _drop(d, key)
-    return _hash(d)
+        drop_key(d, key)
+    return content_hash(d)
 
 
 def lambda0_key(cfg: Any) -> str:
     d = identity_dict(cfg)
-    return _hash({k: d.get(k) for k in LAMBDA0_KEYS})
+    return content_hash({k: d.get(k) for k in LAMBDA0_KEYS})
 
 
 def get_dotted(d: dict, dotted: str, default: Any = None) -> Any:

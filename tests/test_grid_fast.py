@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sweep.config import ConfigError
-from sweep.grid import _is_sweep, compose, expand, normalize_overrides, split_overrides
+from sweep.grid import compose, expand, is_sweep, normalize_overrides, split_overrides
 from sweep.identity import run_id, to_dict
 
 GRIDS = [
@@ -23,7 +23,7 @@ GRIDS = [
 def _slow(overrides):
     """Every cell through Hydra, as `sweep run` did before the fast path."""
     overrides = normalize_overrides(overrides)
-    base = compose([o for o in overrides if not _is_sweep(o)])
+    base = compose([o for o in overrides if not is_sweep(o)])
     cli = {o.split("=", 1)[0] for o in overrides}
     merged = [f"{k}={v}" for k, v in dict(base.get("grid") or {}).items() if k not in cli] + overrides
     return [compose(cell) for cell in split_overrides(merged)]
