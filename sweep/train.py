@@ -1,60 +1,49 @@
-"""`python -m sweep.train [overrides]`: the stock @hydra.main entry point, one config per call.
+"""`python -m sweep.train [-m] [overrides]`: the stock @hydra.main entry point.
 
-For users of Hydra's own multirun and launchers, e.g.
-    python -m sweep.train -m hydra/launcher=submitit_local lr=0.1,0.2
-Each job trains its single run through the same `runner.run_cohort` as `sweep run`/`sweep submit`
-(same run id, same record). Hydra's launchers start one job per run, so cohorts of one: for
-vmapped cohorts, submit-and-return and requeue, use `sweep submit`.
+    python -m sweep.train -m experiment=demo                                  # the whole grid, basic launcher
+    python -m sweep.train -m hydra/launcher=submitit_local lr='pow2(0,3)' warmup=1,64
+    python -m sweep.train -m hydra/launcher=submitit_slurm hydra.launcher.partition=gpu experiment=demo
+    python -m sweep.train lr=0.1 warmup=8                                     # one run, no -m
+
+With -m the `sweep_grid` sweeper (hydra_plugins/sweep_grid_sweeper) expands the grid as `sweep run`
+does (experiment `grid:` block, command-line sweeps, pow2) and gives Hydra's launcher one job per
+unfinished run; each job trains its run as a one-run cohort through runner.run_cohort, so run ids
+and records are those of `sweep run`. The working directory never changes (hydra.job.chdir=false);
+Hydra's own outputs (.hydra/, logs, multirun.yaml) go to results/<sweep>/hydra/<time>/, not ./outputs.
+Cohorts of one run: `sweep run` / `sweep submit` (vmapped cohorts, submit-and-return) are faster.
 """
 from __future__ import annotations
 
+import sys
 from typing import Optional
 
 import hydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from sweep.config import EXECUTION_KEYS, register_configs, validate
+from sweep.config import register_configs
+from sweep.grid import CONF_DIR
+from sweep.hydra_compat import TRAIN_CONFIG, install_pow2, register_train_config, run_job
 
 register_configs()  # the structured schema must be in the ConfigStore before @hydra.main composes
-
-GROUPS = ("model", "param", "optimizer", "data")
-
-
-def swept_keys(task_overrides: list[str]) -> list[str]:
-    """This job's override keys as record grid keys (`param=mup` -> `param.name`). A Hydra job
-    cannot tell its swept keys from fixed overrides, so every non-execution override counts."""
-    keys = []
-    for o in task_overrides:
-        key = o.split("=", 1)[0].lstrip("+~")
-        if key.split(".")[0] in EXECUTION_KEYS or key.startswith("hydra"):
-            continue
-        keys.append(f"{key}.name" if key in GROUPS else key)
-    return keys
+register_train_config(CONF_DIR)
+install_pow2()  # Hydra's own parser reads the command line: teach it pow2(...)
 
 
-@hydra.main(version_base=None, config_path="../conf", config_name="config")
+@hydra.main(version_base=None, config_path=None, config_name=TRAIN_CONFIG)
 def main(cfg: DictConfig) -> Optional[float]:
     """Train one run; returns its best test accuracy (for Hydra sweepers that optimize)."""
-    from hydra.utils import to_absolute_path
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
-    from sweep import store
-    from sweep.grid import Cohort, RunSpec
-    from sweep.identity import cohort_key, run_id
-    from sweep.runner import run_cohort
+    from sweep.errors import UserError, format_user_error
 
-    OmegaConf.set_readonly(cfg, False)
-    OmegaConf.set_struct(cfg, False)
-    validate(cfg)
-    overrides = list(HydraConfig.get().overrides.task)
-    grid = {k: OmegaConf.select(cfg, k) for k in swept_keys(overrides)}
-    grid = {k: (v.value if hasattr(v, "value") else v) for k, v in grid.items()}
-    spec = RunSpec(run_id(cfg), cfg, grid)
-    sweep = store.sweep_dir(to_absolute_path(str(cfg.results_dir)), str(cfg.sweep_name))
-    records = run_cohort(Cohort(cohort_key(cfg), [spec]), sweep, force=bool(cfg.force))
-    record = records[0] if records else store.read_record(sweep, spec.run_id)
-    print(f"{spec.run_id} {record['outcome']} -> {store.run_dir(sweep, spec.run_id)}")
-    return (record.get("summary") or {}).get("best_test_acc")
+    try:
+        return run_job(cfg)
+    except UserError as exc:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # the job fails; the sweeper reports it in one line
+        print(f"error: {format_user_error(exc)}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

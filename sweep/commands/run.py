@@ -12,6 +12,9 @@ from tqdm import tqdm
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. lr=0.1,0.2 warmup=1,64 param=sp,mup")
     parser.add_argument("--dry-run", action="store_true", help="list the runs and cohorts, train nothing")
+    from sweep import hydra_compat
+
+    hydra_compat.add_arguments(parser)  # -m/--multirun (no-op), --cfg job|hydra|all, --cell
 
 
 def _print_record(rec: dict) -> None:
@@ -155,6 +158,11 @@ MAX_LISTED = 60
 
 
 def command(args: argparse.Namespace) -> int:
+    from sweep.hydra_compat import handle
+
+    done = handle(args, "run")  # hydra.* overrides mapped or refused; --cfg prints configs
+    if done is not None:
+        return done
     from sweep.grid import expand
 
     from sweep import store

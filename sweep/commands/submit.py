@@ -12,9 +12,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*",
                         help="Hydra overrides, e.g. cluster=slurm cluster.partition=gpu lr=pow2(-4,2) warmup=1,64")
     parser.add_argument("--dry-run", action="store_true", help="say what would be submitted, queue nothing")
+    from sweep import hydra_compat
+
+    hydra_compat.add_arguments(parser)  # -m/--multirun (no-op), --cfg job|hydra|all, --cell
 
 
 def command(args: argparse.Namespace) -> int:
+    from sweep.hydra_compat import handle
+
+    done = handle(args, "submit")  # hydra.* overrides mapped or refused; --cfg prints configs
+    if done is not None:
+        return done
     from sweep.dispatch.submit import submit
 
     sub = submit(args.overrides, dry_run=args.dry_run)
