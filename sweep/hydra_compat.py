@@ -352,9 +352,10 @@ def grid_jobs(arguments: Sequence[str]) -> tuple[list[Any], list[list[str]]]:
     return runs, jobs
 
 
-def _legacy_grid_keys(task_overrides: Sequence[str]) -> list[str]:
-    """Under another sweeper a job cannot tell swept keys from fixed ones: every non-execution
-    override counts (`param=mup` -> `param.name`)."""
+def override_grid_keys(task_overrides: Sequence[str]) -> list[str]:
+    """The grid keys of a job that no sweep_grid sweeper described: without -m (one run per call,
+    e.g. a shell loop over lr, aggregated like a grid) or under another sweeper, a job cannot tell
+    swept keys from fixed ones, so every non-execution override counts (`param=mup` -> `param.name`)."""
     from sweep.config import EXECUTION_KEYS
 
     keys = []
@@ -394,10 +395,8 @@ def run_job(cfg: Any) -> Optional[float]:
                      f"it, or use sweep run")
     if multirun and ours:
         grid_keys = list(hc.sweeper.grid_keys or [])
-    elif multirun:
-        grid_keys = _legacy_grid_keys(list(hc.overrides.task))
     else:
-        grid_keys = []
+        grid_keys = override_grid_keys(list(hc.overrides.task))
     spec = RunSpec(run_id(cfg), cfg, {k: get_dotted(d, k) for k in grid_keys})
     expected = OmegaConf.select(hc, "sweeper.run_id", default=None) if ours else None
     if expected and str(expected) != spec.run_id:

@@ -3,7 +3,7 @@
     python -m sweep.train -m experiment=demo                                  # the whole grid, basic launcher
     python -m sweep.train -m hydra/launcher=submitit_local lr='pow2(0,3)' warmup=1,64
     python -m sweep.train -m hydra/launcher=submitit_slurm hydra.launcher.partition=gpu experiment=demo
-    python -m sweep.train lr=0.1 warmup=8                                     # one run, no -m
+    python -m sweep.train lr=0.1 warmup=8      # one run, no -m: its overrides are its record's grid keys
 
 With -m the `sweep_grid` sweeper (hydra_plugins/sweep_grid_sweeper) expands the grid as `sweep run`
 does (experiment `grid:` block, command-line sweeps, pow2) and gives Hydra's launcher one job per
@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 from sweep.config import register_configs
 from sweep.grid import CONF_DIR
 from sweep.hydra_compat import TRAIN_CONFIG, install_pow2, register_train_config, run_job
+from sweep.hydra_compat import override_grid_keys as swept_keys  # noqa: F401  (the name tests and older callers use)
 
 register_configs()  # the structured schema must be in the ConfigStore before @hydra.main composes
 register_train_config(CONF_DIR)
