@@ -244,3 +244,19 @@ def test_hydra_submitit_slurm_launcher_runs_the_grid(tmp_path):
         rec = store.read_record(tmp_path / "results" / "ss", r.run_id)
         assert rec["outcome"] == "converged" and rec["grid"] == {"lr": r.cfg.lr}
         assert json.loads(json.dumps(rec["config"])) == r.config_dict() | {"results_dir": "results"}
+
+
+def test_each_hydra_job_composes_to_its_runs_id():
+    """The sweep_grid sweeper's job overrides (grid block + command-line sweeps, tiny floats,
+    strings, group sweeps, `+key`) compose, through Hydra, to the very run `sweep run` expands."""
+    from sweep.grid import compose
+    from sweep.hydra_compat import grid_jobs
+    from sweep.identity import run_id
+
+    runs, jobs = grid_jobs(["experiment=demo", "lr=pow2(-20,-19)", "loss=mse,xent", "optimizer=sgd,adam",
+                            "+seed=3", "warmup=1"])
+    assert len(runs) == len(jobs) == 16
+    for spec, job in zip(runs, jobs):
+        assert f"hydra.sweeper.run_id='{spec.run_id}'" in job
+        assert run_id(compose([o for o in job if not o.startswith("hydra.")])) == spec.run_id
+    assert jobs[0][:2] == ["experiment=demo", "seed=3"]
