@@ -219,6 +219,9 @@ class ProbeConfig:
     dtype: str = "float32"  # float32 | float64
     members: str = "auto"  # how a cohort is probed: vmap | map (one by one) | auto (map on CPU)
     eval_every: int = 0  # test-set evaluation every k steps (0 = at probe steps)
+    # bounded memory: probe HVPs, the probe batch's loss/gradient and evaluations run over equal
+    # micro-batches of at most this many bytes of intermediate values (0 = whole batches)
+    microbatch_bytes: int = 0
     final_train_examples: int = 10000
 
 

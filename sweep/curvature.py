@@ -7,6 +7,7 @@ in a handful of Hessian-vector products. Everything here is vmap- and jit-friend
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, NamedTuple
 
 import jax
@@ -98,10 +99,28 @@ def lanczos_top(
     return Eig(final.theta, vector, final.j, final.residual)
 
 
+def linearized_hvp(loss_of_flat: Callable[[jax.Array], jax.Array], x: jax.Array) -> Callable[[jax.Array], jax.Array]:
+    """v -> H v at x, with the gradient's primal computation done once (jax.linearize) and only its
+    tangent evaluated per product: the same numbers as `hvp`, ~17% cheaper per product for an
+    FCN-4-512 on a 2-core CPU (forward and backward activations are kept for the probe's duration)."""
+    return jax.linearize(jax.grad(loss_of_flat), x)[1]
+
+
+def lanczos_unless_done(make_matvec: Callable[[], Callable[[jax.Array], jax.Array]], v0: jax.Array,
+                         max_iters: int, tol: float, done: jax.Array | bool) -> Eig:
+    """Lanczos on the operator `make_matvec()` builds, skipping even its construction (a gradient)
+    for a frozen member when `done` is a traced flag (lax.cond; under vmap both sides run, as the
+    batched while loop did anyway)."""
+    if isinstance(done, bool):
+        return lanczos_top(make_matvec(), v0, max_iters, tol, done)
+    skip = lambda: lanczos_top(jnp.zeros_like, v0, max_iters, tol, True)  # noqa: E731 - no matvec runs
+    return jax.lax.cond(done, skip, lambda: lanczos_top(make_matvec(), v0, max_iters, tol, False))
+
+
 def sharpness(loss_of_flat: Callable[[jax.Array], jax.Array], x: jax.Array, v0: jax.Array,
               max_iters: int, tol: float, done: jax.Array | bool = False) -> Eig:
     """lambda_max of the Hessian of `loss_of_flat` at flat parameters x."""
-    return lanczos_top(lambda v: hvp(loss_of_flat, x, v), v0, max_iters, tol, done)
+    return lanczos_unless_done(lambda: linearized_hvp(loss_of_flat, x), v0, max_iters, tol, done)
 
 
 def preconditioned_sharpness(loss_of_flat: Callable[[jax.Array], jax.Array], x: jax.Array,
@@ -110,4 +129,79 @@ def preconditioned_sharpness(loss_of_flat: Callable[[jax.Array], jax.Array], x: 
     """lambda_max(P^-1/2 H P^-1/2) for a positive diagonal P: symmetric, and the same eigenvalues
     as P^-1 H (init2winit's formulation), so plain Lanczos applies."""
     inv_sqrt = 1.0 / jnp.sqrt(p_diag)
-    return lanczos_top(lambda v: inv_sqrt * hvp(loss_of_flat, x, inv_sqrt * v), v0, max_iters, tol, done)
+
+    def make():
+        hv = linearized_hvp(loss_of_flat, x)
+        return lambda v: inv_sqrt * hv(inv_sqrt * v)
+
+    return lanczos_unless_done(make, v0, max_iters, tol, done)
+
+
+# ----------------------------------------------------------------------------- bounded memory
+def examples_per_microbatch(n: int, bytes_per_example: float, budget_bytes: int) -> int:
+    """The largest divisor of n whose micro-batch needs at most `budget_bytes` (at least 1): equal
+    micro-batches, so the mean of their means is the full batch's mean. budget 0: n (no split)."""
+    if budget_bytes <= 0 or bytes_per_example <= 0:
+        return n
+    fit = max(int(budget_bytes // bytes_per_example), 1)
+    return max(d for d in range(1, min(fit, n) + 1) if n % d == 0)
+
+
+def activation_bytes(fn: Callable, *args) -> int:
+    """Bytes of every intermediate value fn(*args) creates (its jaxpr's equation outputs): a proxy
+    for the working set of a forward pass; its gradient / HVP keep ~2-3x that."""
+    jaxpr = jax.make_jaxpr(fn)(*args)
+    total = 0
+
+    def visit(jx):
+        nonlocal total
+        for eqn in jx.eqns:
+            for v in eqn.outvars:
+                aval = getattr(v, "aval", None)
+                if aval is not None and hasattr(aval, "shape"):
+                    total += int(math.prod(aval.shape)) * jnp.dtype(aval.dtype).itemsize
+            for param in eqn.params.values():  # pjit / custom_jvp bodies (flax layers, activations)
+                for sub in (param if isinstance(param, (tuple, list)) else (param,)):
+                    inner = getattr(sub, "jaxpr", sub)
+                    if hasattr(inner, "eqns"):
+                        visit(inner)
+
+    visit(jaxpr.jaxpr)
+    return total
+
+
+class Microbatched(NamedTuple):
+    """A mean loss over (x, y) evaluated micro-batch by micro-batch (lax.scan: one micro-batch's
+    activations alive at a time). `loss` and `hvp` equal the full batch's up to float summation order."""
+
+    loss: Callable[[jax.Array], jax.Array]
+    hvp: Callable[[jax.Array], jax.Array]
+
+
+def microbatched(chunk_loss: Callable[[jax.Array, jax.Array, jax.Array], jax.Array], x: jax.Array,
+                 y: jax.Array, flat: jax.Array, size: int) -> Microbatched:
+    """`chunk_loss(flat, xb, yb)`: the mean loss of one micro-batch. Every HVP recomputes each
+    micro-batch's forward and backward pass (nothing is kept across products: bounded memory)."""
+    k = x.shape[0] // size
+    xb = x.reshape((k, size) + x.shape[1:])
+    yb = y.reshape((k, size) + y.shape[1:])
+
+    def loss(f):
+        def body(acc, b):
+            return acc + chunk_loss(f, b[0], b[1]), None
+
+        return jax.lax.scan(body, jnp.zeros((), flat.dtype), (xb, yb))[0] / k
+
+    def hvp_(v):
+        def body(acc, b):
+            return acc + hvp(lambda f: chunk_loss(f, b[0], b[1]), flat, v), None
+
+        return jax.lax.scan(body, jnp.zeros_like(v), (xb, yb))[0] / k
+
+    return Microbatched(loss, hvp_)
+
+
+def microbatched_sharpness(chunk_loss: Callable, x: jax.Array, y: jax.Array, flat: jax.Array, size: int,
+                           v0: jax.Array, max_iters: int, tol: float, done: jax.Array | bool = False) -> Eig:
+    """`sharpness` of the mean loss over (x, y), HVPs accumulated over micro-batches of `size`."""
+    return lanczos_unless_done(lambda: microbatched(chunk_loss, x, y, flat, size).hvp, v0, max_iters, tol, done)

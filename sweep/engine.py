@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, NamedTuple, Optional, Sequence
 
@@ -26,7 +28,7 @@ import pandas as pd
 from jax.flatten_util import ravel_pytree
 
 from sweep import catapult, curvature, eta_c, optim
-from sweep.identity import cohort_key
+from sweep.identity import MEMBER_KEYS, cohort_key, content_hash, drop_key, identity_dict
 from sweep.runtime import configure_jax
 from sweep.workload import DeviceData, Workload, eval_batch_size
 
@@ -34,6 +36,34 @@ TRACE_COLUMNS = [
     "step", "lr", "train_loss", "train_acc", "probe_loss", "probe_acc", "grad_norm",
     "sharpness", "precond_sharpness", "threshold", "hvps", "test_loss", "test_acc",
 ]
+
+
+# ----------------------------------------------------------------------------- programs
+# Compiled programs of this process, shared by every cohort with the same program key and the same
+# argument shapes (SP and muP, all lrs, warmups, init scales and seeds); across processes jax's
+# persistent compilation cache (sweep.runtime) serves them. PROGRAM_TRACES counts how often each
+# program was traced (= compiled in this process): the benchmark's compile count.
+_PROGRAMS: dict = {}
+PROGRAM_TRACES: Counter = Counter()
+# param keys whose effect reaches the programs only as data: muP multipliers and the attention
+# scale (the model's `consts` collection), Adam's per-layer lr factors (`lr_scale`, ones without
+# them), and the initial weights (built by the per-parameterization init program).
+_DATA_PARAM_KEYS = ("param.name", "param.sigma_w2", "param.sigma_w2_last", "param.truncation",
+                    "param.adam_lr_factors")
+
+
+def program_key(cfg: Any) -> str:
+    """What a cohort program may depend on: the config minus the members' scalars and minus the
+    parameterization keys that enter as data. Every cfg value a traced method reads must be in it."""
+    d = identity_dict(cfg)
+    for key in (*MEMBER_KEYS, *_DATA_PARAM_KEYS):
+        drop_key(d, key)
+    return content_hash(d)
+
+
+def _signature(args: Any) -> tuple:
+    leaves, tree = jax.tree.flatten(args)
+    return tree, tuple((tuple(np.shape(a)), str(a.dtype), bool(getattr(a, "weak_type", False))) for a in leaves)
 
 
 # ----------------------------------------------------------------------------- plan
@@ -173,8 +203,61 @@ class CohortTrainer:
         self.probe_sequential = _probe_sequential(str(self.cfg.probe.get("members", "auto")))
         self.chunk = max(1, min(chunk, self.steps + 1))
         self.augment = self._augment_fn()
-        self.lr_scale = None
-        self._compiled: dict[str, Callable] = {}
+        self.lr_scale = None  # muP + Adam factors (uses_lr_factors), else None; host-side value
+        self.consts: Optional[dict] = None  # the programs' parameterization data (init_members)
+        self.program_key = program_key(self.cfg)
+        self.init_key = cohort_key(self.cfg)
+        self.compile_s: dict[str, float] = {}
+        # probe.microbatch_bytes (absent or 0: whole batches, as before): probe HVPs, the probe
+        # batch's loss/gradient and evaluations run over micro-batches sized to that many bytes
+        self.microbatch_bytes = int(self.cfg.probe.get("microbatch_bytes", 0) or 0)
+        self.probe_microbatch, self.eval_bytes_per_example = self._microbatch_sizes()
+
+    # ---------------------------------------------------------------- compiled programs
+    def _program(self, name: str, fn: Callable, args: tuple, shared: bool = True, donate: tuple = ()):
+        """The compiled program `name` for these argument shapes: from this process's table when a
+        cohort with the same program key compiled it (`shared`: fn reads nothing from the config
+        that program_key leaves out; else the full cohort key), else traced, lowered and compiled
+        here (ahead of time, so compile_s is the compile alone; the persistent cache may serve it)."""
+        key = (name, self.program_key if shared else self.init_key, bool(jax.config.jax_enable_x64),
+               _signature(args))
+        prog = _PROGRAMS.get(key)
+        if prog is None:
+            t0 = time.perf_counter()
+
+            def traced(*a):
+                PROGRAM_TRACES[name] += 1
+                return fn(*a)
+
+            prog = jax.jit(traced, donate_argnums=donate).lower(*args).compile()
+            _PROGRAMS[key] = prog
+            self.compile_s[name] = self.compile_s.get(name, 0.0) + time.perf_counter() - t0
+        return prog
+
+    @contextmanager
+    def _bound(self, consts: Optional[dict]):
+        """While tracing a shared program: the model's constants and Adam's lr factors are the
+        program's arguments, not this cohort's Python values."""
+        w, lr_scale = self.w, self.lr_scale
+        self.w = w.with_consts(consts["model"]) if consts is not None else w
+        self.lr_scale = consts["lr_scale"] if consts is not None else lr_scale
+        try:
+            yield
+        finally:
+            self.w, self.lr_scale = w, lr_scale
+
+    def _run_shared(self, name: str, fn: Callable, *args, donate: tuple = ()):
+        """Run fn(*args) as the shared compiled program `name`, the constants passed as data."""
+        if self.consts is None:
+            self.init_members()
+
+        def with_consts(*a):
+            *rest, consts = a
+            with self._bound(consts):
+                return fn(*rest)
+
+        full = (*args, self.consts)
+        return self._program(name, with_consts, full, donate=donate)(*full)
 
     # ---------------------------------------------------------------- pieces
     def _augment_fn(self) -> Optional[Callable]:
@@ -233,54 +316,114 @@ class CohortTrainer:
             member = Member(params, opt_state, v0, v0,
                             jnp.asarray(True), jnp.asarray(-1, jnp.int32), jnp.asarray(jnp.nan, jnp.float32),
                             jnp.asarray(0, jnp.int32), catapult.init_state(eta0))
-            return member, variables.get("lr_scale")
+            return member, variables.get("lr_scale"), variables.get("consts")
 
-        members, lr_scale = jax.jit(jax.vmap(one))(
-            jnp.asarray(self.plan.seeds), jnp.asarray(self.plan.init_scales), self.plan.hyper,
-            jnp.asarray(self.plan.catapult_eta0, jnp.float32))
-        if self.uses_lr_factors:  # the same constants for every member: keep one copy
-            self.lr_scale = jax.tree.map(lambda a: a[0], lr_scale)
+        args = (jnp.asarray(self.plan.seeds), jnp.asarray(self.plan.init_scales), self.plan.hyper,
+                jnp.asarray(self.plan.catapult_eta0, jnp.float32))
+        members, lr_scale, consts = self._program("init", jax.vmap(one), args, shared=False)(*args)
+        first = lambda tree: jax.tree.map(lambda a: a[0], tree)  # noqa: E731 - same for every member
+        if self.uses_lr_factors:
+            self.lr_scale = first(lr_scale)
+        # data of the shared programs: Adam always gets a factor tree (ones unless muP's factors are
+        # on; x * 1.0 is exact), so SP-Adam and muP-Adam cohorts run the same program
+        scale = self.lr_scale
+        if scale is None and self.adaptive:
+            scale = jax.tree.map(lambda p: jnp.ones((), jnp.float32), first(members.params))
+        self.consts = {"model": None if consts is None else first(consts), "lr_scale": scale}
         return members
 
     def _flat_loss(self, params: Any, x: jax.Array, y: jax.Array):
         """The loss as a function of flat parameters, computed in the probe dtype. Parameters are
         cast *before* ravelling (unravel restores the leaves' own dtypes) and images are
         standardized in that dtype too, since layers compute in their input's dtype."""
+        chunk_loss, flat, xin = self._flat_chunk_loss(params, x)
+        return (lambda f: chunk_loss(f, xin, y)), flat
+
+    def _flat_chunk_loss(self, params: Any, x: jax.Array):
+        """(chunk_loss(flat, x_chunk, y_chunk), flat, x prepared in the probe dtype)."""
         dt = self.probe_dtype
         flat, unravel = ravel_pytree(jax.tree.map(lambda p: p.astype(dt), params))
         tokens = jnp.issubdtype(x.dtype, jnp.integer) and x.dtype != jnp.uint8
         xin = x if tokens else self.w.prepare(x).astype(dt)
 
-        def loss_of_flat(f):
-            loss, _ = self.w.loss_and_accuracy(unravel(f), xin, y)
+        def chunk_loss(f, xb, yb):
+            loss, _ = self.w.loss_and_accuracy(unravel(f), xb, yb)
             return loss.astype(dt)
 
-        return loss_of_flat, flat
+        return chunk_loss, flat, xin
+
+    def _microbatch_sizes(self) -> tuple[int, float]:
+        """(examples per probe micro-batch, forward bytes per example) for probe.microbatch_bytes.
+        Bytes per example: the growth of the loss's intermediate values from 1 to 2 examples
+        (make_jaxpr, nothing runs); an HVP keeps ~3x a forward pass's values."""
+        d = self.w.data
+        n = int(d.x_probe.shape[0])
+        if self.microbatch_bytes <= 0:
+            return n, 0.0
+        x0 = self.w.prepare(d.x_train[:2])
+        shapes = jax.eval_shape(lambda: self.w.model.init(jax.random.PRNGKey(0), x0)["params"])
+        fwd = [curvature.activation_bytes(lambda p, x, y: self.w.loss_and_accuracy(p, x, y)[0], shapes,
+                                          d.x_probe[:b], d.y_probe[:b]) for b in (1, 2)]
+        per_example = max(fwd[1] - fwd[0], 1)
+        return curvature.examples_per_microbatch(n, 3 * per_example, self.microbatch_bytes), float(per_example)
+
+    def _eval_batch(self, x: jax.Array) -> int:
+        """Evaluation chunk: the usual one, or smaller when probe.microbatch_bytes bounds it."""
+        b = _eval_chunk(x)
+        if self.microbatch_bytes > 0:
+            n = int(x.shape[0])
+            b = min(b, curvature.examples_per_microbatch(n, self.eval_bytes_per_example, self.microbatch_bytes))
+        return b
+
+    def _probe_loss_grad(self, params: Any, x: jax.Array, y: jax.Array):
+        """((loss, accuracy), gradient) on the probe batch, whole or micro-batched (equal micro-
+        batches: the mean of their means is the batch mean)."""
+        fn = jax.value_and_grad(self.w.loss_and_accuracy, has_aux=True)
+        size = self.probe_microbatch
+        if size >= x.shape[0]:
+            return fn(params, x, y)
+        k = x.shape[0] // size
+        xb, yb = x.reshape((k, size) + x.shape[1:]), y.reshape((k, size) + y.shape[1:])
+
+        def body(acc, b):
+            return jax.tree.map(jnp.add, acc, fn(params, b[0], b[1])), None
+
+        zero = jax.tree.map(lambda t: jnp.zeros(t.shape, t.dtype), jax.eval_shape(fn, params, xb[0], yb[0]))
+        total, _ = jax.lax.scan(body, zero, (xb, yb))
+        return jax.tree.map(lambda a: a / k, total)
 
     def _probe_member(self, m: Member, h: optim.Hyper, data: DeviceData, first_nu: Any,
                       do_eval: jax.Array, step: jax.Array) -> tuple[Probe, jax.Array, jax.Array]:
         """All measurements of one member at one probe step (on the fixed measurement batch)."""
-        (loss, acc), grads = jax.value_and_grad(self.w.loss_and_accuracy, has_aux=True)(
-            m.params, data.x_probe, data.y_probe)
+        (loss, acc), grads = self._probe_loss_grad(m.params, data.x_probe, data.y_probe)
         gnorm = optax_global_norm(grads)
         done = ~m.active
         iters, tol = int(self.cfg.probe.lanczos_iters), float(self.cfg.probe.lanczos_tol)
         sharp, hvps, vec, pc_vec = jnp.nan, jnp.asarray(0, jnp.int32), m.eigvec, m.pc_eigvec
         pc_sharp = jnp.asarray(jnp.nan, jnp.float32)
         if self.do_sharpness or self.do_precond:
-            loss_of_flat, flat = self._flat_loss(m.params, data.x_probe, data.y_probe)
+            chunk_loss, flat, xin = self._flat_chunk_loss(m.params, data.x_probe)
+            if self.probe_microbatch < xin.shape[0]:  # bounded memory: recomputed per micro-batch
+                make_hvp = lambda: curvature.microbatched(  # noqa: E731
+                    chunk_loss, xin, data.y_probe, flat, self.probe_microbatch).hvp
+            else:  # the primal computed once per probe (jax.linearize)
+                make_hvp = lambda: curvature.linearized_hvp(lambda f: chunk_loss(f, xin, data.y_probe), flat)  # noqa: E731
         if self.do_sharpness:
-            eig = curvature.sharpness(loss_of_flat, flat, m.eigvec, iters, tol, done)
+            eig = curvature.lanczos_unless_done(make_hvp, m.eigvec, iters, tol, done)
             sharp, hvps, vec = eig.value.astype(jnp.float32), eig.matvecs.astype(jnp.int32), eig.vector
         if self.do_precond:
-            p_diag = self._preconditioner(m, h, first_nu, step)
-            eig = curvature.preconditioned_sharpness(loss_of_flat, flat, p_diag.astype(flat.dtype),
-                                                     m.pc_eigvec, iters, tol, done)
+            inv_sqrt = 1.0 / jnp.sqrt(self._preconditioner(m, h, first_nu, step).astype(flat.dtype))
+
+            def make_pc():
+                hv = make_hvp()
+                return lambda v: inv_sqrt * hv(inv_sqrt * v)
+
+            eig = curvature.lanczos_unless_done(make_pc, m.pc_eigvec, iters, tol, done)
             pc_sharp, pc_vec = eig.value.astype(jnp.float32), eig.vector
             hvps = hvps + eig.matvecs.astype(jnp.int32)
 
         def test_eval(_):
-            return self.w.evaluate(m.params, data.x_test, data.y_test, _eval_chunk(data.x_test))
+            return self.w.evaluate(m.params, data.x_test, data.y_test, self._eval_batch(data.x_test))
 
         nan = jnp.asarray(jnp.nan, jnp.float32)
         test_loss, test_acc = jax.lax.cond(do_eval, test_eval, lambda _: (nan, nan), None)
@@ -432,41 +575,42 @@ class CohortTrainer:
         out = {"lr": lr_next, "train_loss": loss, "train_acc": acc, "threshold": threshold, **probe._asdict()}
         return carry, out
 
-    def _chunk_fn(self):
-        if "chunk" not in self._compiled:
-            total = self.steps + 1
+    def _chunk_fn(self) -> Callable:
+        """(carry, start, data, hyper, probes, evals) -> (carry, per-iteration outputs) of one chunk;
+        the compiled program is shared (see `_program`), `carry` is donated."""
+        total = self.steps + 1
 
-            def run_chunk(carry: Carry, start: jax.Array, data: DeviceData, h: optim.Hyper,
-                          probes: jax.Array, evals: jax.Array):
-                def body(c, i):
-                    step = (start + i).astype(jnp.int32)
-                    safe = jnp.minimum(step, total - 1)
+        def run_chunk(carry: Carry, start: jax.Array, data: DeviceData, h: optim.Hyper,
+                      probes: jax.Array, evals: jax.Array):
+            def body(c, i):
+                step = (start + i).astype(jnp.int32)
+                safe = jnp.minimum(step, total - 1)
 
-                    def live(c):
-                        return self._iteration(c, safe, data, h, probes, evals)
+                def live(c):
+                    return self._iteration(c, safe, data, h, probes, evals)
 
-                    def pad(c):
-                        nan = jnp.full((self.k,), jnp.nan, jnp.float32)
-                        out = {"lr": nan, "train_loss": nan, "train_acc": nan, "threshold": nan,
-                               **_nan_like_probe(self.k)._asdict()}
-                        return c, out
+                def pad(c):
+                    nan = jnp.full((self.k,), jnp.nan, jnp.float32)
+                    out = {"lr": nan, "train_loss": nan, "train_acc": nan, "threshold": nan,
+                           **_nan_like_probe(self.k)._asdict()}
+                    return c, out
 
-                    return jax.lax.cond(step < total, live, pad, c)
+                return jax.lax.cond(step < total, live, pad, c)
 
-                return jax.lax.scan(body, carry, jnp.arange(self.chunk))
+            return jax.lax.scan(body, carry, jnp.arange(self.chunk))
 
-            self._compiled["chunk"] = jax.jit(run_chunk, donate_argnums=(0,))
-        return self._compiled["chunk"]
+        return lambda *args: self._run_shared("chunk", run_chunk, *args, donate=(0,))
 
     def final_metrics(self, members: Member) -> dict[str, np.ndarray]:
         """Train loss/accuracy on up to probe.final_train_examples examples and test metrics."""
 
         def one(params, d: DeviceData):
-            tl, ta = self.w.evaluate(params, d.x_final, d.y_final, _eval_chunk(d.x_final))
-            sl, sa = self.w.evaluate(params, d.x_test, d.y_test, _eval_chunk(d.x_test))
+            tl, ta = self.w.evaluate(params, d.x_final, d.y_final, self._eval_batch(d.x_final))
+            sl, sa = self.w.evaluate(params, d.x_test, d.y_test, self._eval_batch(d.x_test))
             return tl, ta, sl, sa
 
-        tl, ta, sl, sa = jax.device_get(jax.jit(jax.vmap(one, in_axes=(0, None)))(members.params, self.w.data))
+        tl, ta, sl, sa = jax.device_get(self._run_shared("final", jax.vmap(one, in_axes=(0, None)),
+                                                         members.params, self.w.data))
         return {"final_train_loss": tl, "final_train_acc": ta, "final_test_loss": sl, "final_test_acc": sa}
 
     def initial_sharpness(self) -> np.ndarray:
@@ -479,7 +623,8 @@ class CohortTrainer:
             loss_of_flat, flat = self._flat_loss(m.params, d.x_probe, d.y_probe)
             return curvature.sharpness(loss_of_flat, flat, m.eigvec, iters, tol).value
 
-        return np.asarray(jax.device_get(jax.jit(jax.vmap(one, in_axes=(0, None)))(members, self.w.data)))
+        prog = jax.vmap(one, in_axes=(0, None))
+        return np.asarray(jax.device_get(self._run_shared(f"lambda0_{iters}", prog, members, self.w.data)))
 
     # ---------------------------------------------------------------- driver
     def initial_state(self) -> Carry:
@@ -496,7 +641,7 @@ class CohortTrainer:
         t0 = time.perf_counter()
         if carry is None:
             carry = self.initial_state()
-        elif self.uses_lr_factors and self.lr_scale is None:  # resumed: rebuild the constants
+        elif self.consts is None:  # resumed: rebuild the constants
             self.init_members()
         rows = list(rows or [])
         probes_np = probe_mask(self.cfg)
@@ -537,7 +682,9 @@ class CohortTrainer:
             divergence_step=divergence,
             final={k: np.asarray(v) for k, v in final.items()},
             steps_run=[self.steps if d is None else d for d in divergence],
-            timings={"train_s": elapsed, "first_chunk_s": compile_s, "steps": float(min(i, total) - 1)},
+            timings={"train_s": elapsed, "first_chunk_s": compile_s, "steps": float(min(i, total) - 1),
+                     "compile_s": float(sum(self.compile_s.values())),
+                     "compile_chunk_s": float(self.compile_s.get("chunk", 0.0))},
         )
 
     def _member_trace(self, rows: list, m: int, last_step: Optional[int] = None) -> pd.DataFrame:

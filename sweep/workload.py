@@ -5,7 +5,7 @@ large arrays makes XLA constant-fold them: seconds of compile, DESIGN.md).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Optional
 
 import flax.linen as nn
@@ -85,6 +85,14 @@ class Workload:
     std: Optional[jax.Array]
     mse_reduction: str = "half_mean"
     standardize: str = "per_image"
+    # The model's parameterization constants (muP multipliers, attention scale: the `consts`
+    # collection of model.init) as arrays; the engine sets them to traced arguments of its programs
+    # (`with_consts`), so SP and muP cohorts of identical shapes share one compiled program.
+    # None: the model uses its Python constants (same values).
+    consts: Optional[Any] = None
+
+    def with_consts(self, consts: Optional[Any]) -> "Workload":
+        return replace(self, consts=consts)
 
     @property
     def num_classes(self) -> int:
@@ -104,7 +112,8 @@ class Workload:
         return y
 
     def apply(self, params: Any, x: jax.Array, train: bool = False) -> jax.Array:
-        return self.model.apply({"params": params}, self.prepare(x), train=train)
+        variables = {"params": params} if self.consts is None else {"params": params, "consts": self.consts}
+        return self.model.apply(variables, self.prepare(x), train=train)
 
     def loss_and_accuracy(self, params: Any, x: jax.Array, y: jax.Array, train: bool = False):
         logits = self.apply(params, x, train)

@@ -56,6 +56,24 @@ def layer_scaling(param: str, role: str, fan_in: int, fan_out: int, sigma_w2: fl
     return LayerScaling(math.sqrt(sigma_w2 / fan_out), math.sqrt(fan_out / fan_in), lr_factor)
 
 
+def traced_constant(module: nn.Module, name: str, value: float) -> Any:
+    """A parameterization constant (muP multiplier, attention scale) as *data* when the caller passes
+    the `consts` collection (the engine does: one compiled program then serves SP and muP cohorts of
+    identical shapes, the constants being arguments), else the Python float itself. model.init
+    records every constant in `consts`; the value returned at init is always the Python float."""
+    if module.is_mutable_collection("consts"):
+        module.variable("consts", name, lambda: jnp.asarray(value))
+        return value
+    if module.has_variable("consts", name):
+        return module.get_variable("consts", name)
+    return value
+
+
+def scale_by(y: jax.Array, c: Any) -> jax.Array:
+    """y * c in y's dtype (a float32 constant meets float64 probes as float64 and vice versa)."""
+    return y * (c.astype(y.dtype) if isinstance(c, jax.Array) else c)
+
+
 TRUNCATIONS = ("jax", "exact")
 
 
@@ -130,7 +148,7 @@ class ParamDense(_ScaledLayer):
         y = x @ kernel.astype(x.dtype)
         if self.use_bias:
             y = y + self.make_bias(sc, self.features).astype(x.dtype)
-        return y * sc.multiplier
+        return scale_by(y, traced_constant(self, "multiplier", sc.multiplier))
 
 
 class ParamConv(_ScaledLayer):
@@ -155,7 +173,7 @@ class ParamConv(_ScaledLayer):
         )
         if self.use_bias:
             y = y + self.make_bias(sc, self.features).astype(x.dtype)
-        return y * sc.multiplier
+        return scale_by(y, traced_constant(self, "multiplier", sc.multiplier))
 
 
 class ParamLayerNorm(nn.LayerNorm):
@@ -192,4 +210,4 @@ class ParamEmbed(_ScaledLayer):
         table = self.param("embedding", truncated_normal_init(sc.init_std, self.scheme.truncation),
                            (self.num_embeddings, self.features))
         self._record_lr_scale("embedding", sc)
-        return jnp.take(table, tokens, axis=0) * sc.multiplier
+        return scale_by(jnp.take(table, tokens, axis=0), traced_constant(self, "multiplier", sc.multiplier))

@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sweep.models.param import ParamDense, ParamEmbed, ParamLayerNorm, Scheme
+from sweep.models.param import ParamDense, ParamEmbed, ParamLayerNorm, Scheme, scale_by, traced_constant
 
 NORMS = ("pre_ln", "post_ln", "pre_ln_no_final")
 
@@ -60,8 +60,8 @@ class CausalSelfAttention(nn.Module):
             return y.reshape(B, T, self.heads, d_head)
 
         q, k, v = project("query"), project("key"), project("value")
-        scale = 1.0 / d_head if self.scheme.param == "mup" else 1.0 / math.sqrt(d_head)
-        logits_BxHxTxT = jnp.einsum("bqhd,bkhd->bhqk", q, k) * scale
+        scale = traced_constant(self, "attn_scale", 1.0 / d_head if self.scheme.param == "mup" else 1.0 / math.sqrt(d_head))
+        logits_BxHxTxT = scale_by(jnp.einsum("bqhd,bkhd->bhqk", q, k), scale)
         causal_TxT = jnp.tril(jnp.ones((T, T), dtype=bool))
         logits_BxHxTxT = jnp.where(causal_TxT, logits_BxHxTxT, jnp.finfo(logits_BxHxTxT.dtype).min)
         weights = jax.nn.softmax(logits_BxHxTxT, axis=-1)
