@@ -66,11 +66,14 @@ def lanczos_top(
         v = st.basis[st.j]
         w = matvec(v)
         a = jnp.vdot(v, w)
-        # full reorthogonalization against every basis vector so far (twice is enough)
-        mask = (jnp.arange(m + 1) <= st.j).astype(dtype)[:, None]
-        basis = st.basis * mask
-        w = w - basis.T @ (basis @ w)
-        w = w - basis.T @ (basis @ w)
+        # full reorthogonalization against the basis vectors so far, row by row (modified Gram-
+        # Schmidt, twice is enough): its cost grows with j, not with the buffer's m + 1 rows
+        def project(i, w):
+            row = st.basis[i]
+            return w - jnp.vdot(row, w) * row
+
+        w = jax.lax.fori_loop(0, st.j + 1, project, w)
+        w = jax.lax.fori_loop(0, st.j + 1, project, w)
         b = jnp.linalg.norm(w)
         alpha = st.alpha.at[st.j].set(a)
         beta = st.beta.at[st.j].set(b)

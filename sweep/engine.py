@@ -352,6 +352,9 @@ class CohortTrainer:
 
         return chunk_loss, flat, xin
 
+    def _unravel_like(self, params: Any, flat: jax.Array) -> Any:
+        return ravel_pytree(jax.tree.map(lambda p: p.astype(flat.dtype), params))[1](flat)
+
     def _microbatch_sizes(self) -> tuple[int, float]:
         """(examples per probe micro-batch, forward bytes per example) for probe.microbatch_bytes.
         Bytes per example: the growth of the loss's intermediate values from 1 to 2 examples
@@ -395,19 +398,32 @@ class CohortTrainer:
     def _probe_member(self, m: Member, h: optim.Hyper, data: DeviceData, first_nu: Any,
                       do_eval: jax.Array, step: jax.Array) -> tuple[Probe, jax.Array, jax.Array]:
         """All measurements of one member at one probe step (on the fixed measurement batch)."""
-        (loss, acc), grads = self._probe_loss_grad(m.params, data.x_probe, data.y_probe)
-        gnorm = optax_global_norm(grads)
         done = ~m.active
+        curv = self.do_sharpness or self.do_precond
+        if curv:
+            chunk_loss, flat, xin = self._flat_chunk_loss(m.params, data.x_probe)
+        micro = self.probe_microbatch < data.x_probe.shape[0]
+        if curv and not micro and self.probe_dtype == jnp.float32:
+            # one linearization gives the probe batch's loss, accuracy and gradient (its primal)
+            # and every HVP (its tangent): the forward/backward pass runs once per probe
+            def loss_acc_grad(f):
+                return jax.value_and_grad(lambda g: _cast_loss(self.w.loss_and_accuracy(
+                    self._unravel_like(m.params, g), xin, data.y_probe), flat.dtype), has_aux=True)(f)
+
+            ((loss, acc), flat_grad), lin = jax.linearize(loss_acc_grad, flat)
+            gnorm = jnp.linalg.norm(flat_grad)
+            make_hvp = lambda: (lambda v: lin(v)[1])  # noqa: E731
+        else:
+            (loss, acc), grads = self._probe_loss_grad(m.params, data.x_probe, data.y_probe)
+            gnorm = optax_global_norm(grads)
+            if curv and micro:  # bounded memory: recomputed per micro-batch
+                make_hvp = lambda: curvature.microbatched(  # noqa: E731
+                    chunk_loss, xin, data.y_probe, flat, self.probe_microbatch).hvp
+            elif curv:  # the primal computed once per probe (jax.linearize)
+                make_hvp = lambda: curvature.linearized_hvp(lambda f: chunk_loss(f, xin, data.y_probe), flat)  # noqa: E731
         iters, tol = int(self.cfg.probe.lanczos_iters), float(self.cfg.probe.lanczos_tol)
         sharp, hvps, vec, pc_vec = jnp.nan, jnp.asarray(0, jnp.int32), m.eigvec, m.pc_eigvec
         pc_sharp = jnp.asarray(jnp.nan, jnp.float32)
-        if self.do_sharpness or self.do_precond:
-            chunk_loss, flat, xin = self._flat_chunk_loss(m.params, data.x_probe)
-            if self.probe_microbatch < xin.shape[0]:  # bounded memory: recomputed per micro-batch
-                make_hvp = lambda: curvature.microbatched(  # noqa: E731
-                    chunk_loss, xin, data.y_probe, flat, self.probe_microbatch).hvp
-            else:  # the primal computed once per probe (jax.linearize)
-                make_hvp = lambda: curvature.linearized_hvp(lambda f: chunk_loss(f, xin, data.y_probe), flat)  # noqa: E731
         if self.do_sharpness:
             eig = curvature.lanczos_unless_done(make_hvp, m.eigvec, iters, tol, done)
             sharp, hvps, vec = eig.value.astype(jnp.float32), eig.matvecs.astype(jnp.int32), eig.vector
@@ -720,6 +736,10 @@ def _probe_sequential(mode: str) -> bool:
     if mode == "auto":
         return jax.default_backend() == "cpu"
     return mode == "map"
+
+
+def _cast_loss(loss_acc: tuple, dtype: Any) -> tuple:
+    return loss_acc[0].astype(dtype), loss_acc[1]
 
 
 def optax_global_norm(tree: Any) -> jax.Array:
