@@ -27,7 +27,7 @@ from sweep.config import ConfigError, register_configs, validate
 from sweep.errors import GridError
 from sweep.identity import cohort_key, get_dotted, run_id
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+CONF_DIR = Path(__file__).resolve().parent / "conf"  # shipped inside the package (wheel); ./conf links here
 
 
 GROUPS = ("model", "param", "optimizer", "data", "cluster", "experiment")
