@@ -160,7 +160,7 @@ def test_hydra_multirun_runs_the_experiment_grid_with_sweep_runs_ids_and_records
     from sweep.grid import expand
 
     _tiny_npz(tmp_path / "tiny.npz")
-    args = ["experiment=demo", "lr=pow2(0,1)", "warmup=1", "lr_unit=absolute", *SMALL, "data=npz",
+    args = ["experiment=demo", "lr=pow2(-2,-1)", "warmup=1", "lr_unit=absolute", *SMALL, "data=npz",
             "data.path=tiny.npz", "sweep_name=h"]
     proc = _train(tmp_path, "-m", *args)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
