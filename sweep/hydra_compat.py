@@ -145,7 +145,7 @@ def translate(overrides: Sequence[str], command: str) -> list[str]:
             if name not in LAUNCHER_KEYS:
                 raise _error(f"'{o}': no such cluster setting here; sweep submit takes cluster.KEY for KEY in "
                              f"{', '.join(LAUNCHER_KEYS)}; other sbatch options go in a cluster preset's "
-                             f"additional_parameters (see conf/cluster/slurm_a100.yaml)")
+                             f"additional_parameters (e.g. sweep/conf/cluster/slurm_a100.yaml)")
             put(f"cluster.{name}", text, o)
         else:
             raise _error(f"'{o}': not supported by sweep {command} (it honours {HONOURED}"
