@@ -2,7 +2,7 @@
 
     python benchmarks/run_all.py --quick      # CPU size: the 8-run grid + compile + probe checks
     python benchmarks/run_all.py              # also the 48-run, 1,000-step grid
-    python benchmarks/run_all.py --only compile probe    # parts: grid8 grid48 compile probe
+    python benchmarks/run_all.py --only compile probe    # parts: grid8 grid48 compile probe probe_lm
 
 Every measurement runs in a fresh Python process (its own jax, its own compilation cache), one
 after another, so the numbers of one invocation are comparable; ratios are taken inside it.
@@ -296,8 +296,8 @@ def worker_compile(extra: list[str]) -> dict:
 
 
 # ----------------------------------------------------------------------------- probe
-def worker_probe(extra: list[str]) -> dict:
-    """Memory of the compiled probe program (one member, the 512-example batch)."""
+def _probe_memory(cfgs: list) -> dict:
+    """XLA's memory analysis of the compiled probe program of one member (nothing runs)."""
     import jax
     import jax.numpy as jnp
 
@@ -305,20 +305,55 @@ def worker_probe(extra: list[str]) -> dict:
     from sweep.runner import dataset_for
     from sweep.workload import build_workload
 
-    cfgs = _configs({"lrs": [1], "warmups": [1], "steps": 10}, extra)
-    cfgs[0].lr_unit = "absolute"
     w = build_workload(cfgs[0], dataset_for(cfgs[0]))
     tr = CohortTrainer(w, plan_cohort(cfgs))
     m = jax.tree.map(lambda a: a[0], tr.init_members())
     h = jax.tree.map(lambda a: a[0], tr.plan.hyper)
-    fn = jax.jit(lambda m, h, d: tr._probe_member(m, h, d, None, jnp.asarray(True), jnp.asarray(5)))
-    compiled = fn.lower(m, h, w.data).compile()
+    nu = jax.tree.map(jnp.zeros_like, m.params) if tr.do_precond else None
+    fn = jax.jit(lambda m, h, d, nu: tr._probe_member(m, h, d, nu, jnp.asarray(True), jnp.asarray(5)))
+    with tr._bound(tr.consts):
+        t0 = time.perf_counter()
+        compiled = fn.lower(m, h, w.data, nu).compile()
+        secs = time.perf_counter() - t0
     mem = compiled.memory_analysis()
-    res = {"device": _device(), "probe_batch": int(w.data.x_probe.shape[0])}
+    res = {"probe_batch": int(w.data.x_probe.shape[0]), "microbatch": int(tr.probe_microbatch),
+           "compile_s": secs}
     if mem is not None:
-        res.update(temp_mb=mem.temp_size_in_bytes / 2**20, argument_mb=mem.argument_size_in_bytes / 2**20,
-                   output_mb=mem.output_size_in_bytes / 2**20)
+        res.update(temp_mb=mem.temp_size_in_bytes / 2**20, argument_mb=mem.argument_size_in_bytes / 2**20)
     return res
+
+
+LM = ["model=transformer", "model.depth=4", "model.width=128", "data=wikitext2", "loss=xent", "optimizer=adam",
+      "lr_unit=absolute", "probe.batch_size=512", "steps=10"]
+
+
+def worker_probe(extra: list[str], budgets: list[int], lm_root: str) -> dict:
+    """Probe-program memory at the 512-example batch, whole and micro-batched (probe.microbatch_bytes);
+    with lm_root also LM-4-128 (WikiText-2 under lm_root, 512 sequences of 64 tokens, Adam)."""
+    from omegaconf import open_dict
+
+    from sweep.grid import compose
+
+    out = {"device": _device(), "fcn": [], "lm": []}
+    if lm_root and not Path(lm_root, "wiki.train.raw").exists():
+        # memory of a compiled program does not depend on the text: with only some of the three
+        # WikiText-2 files at hand (the offline copy has the test split), stand one in for all
+        have = [f for f in ("wiki.train.raw", "wiki.valid.raw", "wiki.test.raw") if Path(lm_root, f).exists()]
+        if not have:
+            raise SystemExit(f"no WikiText-2 raw file in {lm_root}")
+        root = Path(tempfile.mkdtemp(prefix="wikitext-"))
+        for f in ("wiki.train.raw", "wiki.valid.raw", "wiki.test.raw"):
+            (root / f).symlink_to(Path(lm_root, have[0]).resolve())
+        lm_root, out["lm_text"] = str(root), f"{have[0]} as every split"
+    for budget in budgets:
+        cfgs = _configs({"lrs": [1], "warmups": [1], "steps": 10}, extra)
+        with open_dict(cfgs[0]):
+            cfgs[0].lr_unit, cfgs[0].probe.microbatch_bytes = "absolute", budget
+        out["fcn"].append({"budget": budget, **_probe_memory(cfgs)})
+        if lm_root:
+            cfg = compose(LM + [f"data.root={lm_root}", f"probe.microbatch_bytes={budget}", *extra])
+            out["lm"].append({"budget": budget, **_probe_memory([cfg])})
+    return out
 
 
 # ----------------------------------------------------------------------------- driver
@@ -348,7 +383,11 @@ def _row(name: str, ours: dict, base: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="CPU size: skip the 48-run grid")
-    ap.add_argument("--only", nargs="+", choices=["grid8", "grid48", "compile", "probe"], default=None)
+    ap.add_argument("--only", nargs="+", choices=["grid8", "grid48", "compile", "probe", "probe_lm"], default=None)
+    ap.add_argument("--microbatch-mib", type=float, nargs="*", default=[16.0],
+                    help="probe part: also compile the probe with probe.microbatch_bytes = these MiB")
+    ap.add_argument("--lm-root", default="/work/shared/data/wikitext-2-raw",
+                    help="probe_lm part: folder with WikiText-2 raw (LM-4-128 probe memory)")
     ap.add_argument("--baseline-runs", type=int, default=0,
                     help="time only the first N runs of the baseline and scale to the grid (marked *)")
     ap.add_argument("--worker", nargs="+", default=None, help=argparse.SUPPRESS)
@@ -365,7 +404,7 @@ def main() -> None:
         elif kind == "compile":
             res = worker_compile(args.overrides)
         else:
-            res = worker_probe(args.overrides)
+            res = worker_probe(args.overrides, [int(b) for b in args.worker[1].split(",")], args.worker[2])
         Path(args.json_out).write_text(json.dumps(res))
         return
 
@@ -389,12 +428,15 @@ def main() -> None:
         cold = _spawn(["compile", *args.overrides], env_cold)
         warm = _spawn(["compile", *args.overrides], env_cold)
         results["compile"] = {"cold": cold, "warm": warm}
-    if "probe" in parts:
-        results["probe"] = _spawn(["probe", *args.overrides], env_cold)
+    if "probe" in parts or "probe_lm" in parts:
+        budgets = ",".join(str(b) for b in (0, *args.microbatch_mib)) if args.microbatch_mib else "0"
+        budgets = ",".join(str(int(float(b) * 2**20)) for b in budgets.split(","))
+        results["probe"] = _spawn(["probe", budgets, args.lm_root if "probe_lm" in parts else "",
+                                   *args.overrides], env_cold)
 
     import jax
 
-    dev = next((r.get("device") for r in [*(v.get("ours", {}) for v in results.values()),
+    dev = next((r.get("device") for r in [*(v.get("ours", {}) for v in results.values() if isinstance(v, dict)),
                                           results.get("probe", {})] if r.get("device")), None)
     print()
     print(f"device: {dev or _device()}   (this process: {jax.devices()[0].platform}); overrides: {args.overrides}")
@@ -431,11 +473,15 @@ def main() -> None:
             print(f"  {label:4s} cache: {cs}; persistent-cache hits {r['cache_hits']}; "
                   f"traces per program {r['program_traces']}")
     if "probe" in results:
-        r = results["probe"]
-        mem = (f"temp {r['temp_mb']:.1f} MiB, arguments {r['argument_mb']:.1f} MiB" if "temp_mb" in r
-               else "memory analysis unavailable on this backend")
         print()
-        print(f"probe program (one member, {r['probe_batch']}-example batch): {mem}")
+        print("probe program memory (one member, XLA memory analysis of the compiled program; budget = "
+              "probe.microbatch_bytes, 0 = whole batch):")
+        for model in ("fcn", "lm"):
+            for r in results["probe"][model]:
+                mem = (f"temp {r['temp_mb']:8.1f} MiB" if "temp_mb" in r else "memory analysis unavailable")
+                print(f"  {'FCN-4-512' if model == 'fcn' else 'LM-4-128':9s} batch {r['probe_batch']:4d}, budget "
+                      f"{r['budget'] / 2**20:6.1f} MiB -> micro-batch {r['microbatch']:4d}: {mem} "
+                      f"(compile {r['compile_s']:.1f} s)")
     Path(tmp, "results.json").write_text(json.dumps(results, indent=1))
     print(f"\nraw numbers: {Path(tmp, 'results.json')}")
 

@@ -208,6 +208,7 @@ class CohortTrainer:
         self.program_key = program_key(self.cfg)
         self.init_key = cohort_key(self.cfg)
         self.compile_s: dict[str, float] = {}
+        self._rep_of = None  # while tracing: (K,) index of the first member with the same init
         # probe.microbatch_bytes (absent or 0: whole batches, as before): probe HVPs, the probe
         # batch's loss/gradient and evaluations run over micro-batches sized to that many bytes
         self.microbatch_bytes = int(self.cfg.probe.get("microbatch_bytes", 0) or 0)
@@ -241,10 +242,11 @@ class CohortTrainer:
         w, lr_scale = self.w, self.lr_scale
         self.w = w.with_consts(consts["model"]) if consts is not None else w
         self.lr_scale = consts["lr_scale"] if consts is not None else lr_scale
+        self._rep_of = consts.get("rep_of") if consts is not None else None
         try:
             yield
         finally:
-            self.w, self.lr_scale = w, lr_scale
+            self.w, self.lr_scale, self._rep_of = w, lr_scale, None
 
     def _run_shared(self, name: str, fn: Callable, *args, donate: tuple = ()):
         """Run fn(*args) as the shared compiled program `name`, the constants passed as data."""
@@ -329,7 +331,8 @@ class CohortTrainer:
         scale = self.lr_scale
         if scale is None and self.adaptive:
             scale = jax.tree.map(lambda p: jnp.ones((), jnp.float32), first(members.params))
-        self.consts = {"model": None if consts is None else first(consts), "lr_scale": scale}
+        self.consts = {"model": None if consts is None else first(consts), "lr_scale": scale,
+                       "rep_of": jnp.asarray(self._first_same_init(), jnp.int32)}
         return members
 
     def _flat_loss(self, params: Any, x: jax.Array, y: jax.Array):
@@ -351,6 +354,15 @@ class CohortTrainer:
             return loss.astype(dt)
 
         return chunk_loss, flat, xin
+
+    def _first_same_init(self) -> np.ndarray:
+        """(K,) for each member, the first member with the same initial state and probe scalars
+        (seed, init scale, momentum, b1, b2, eps): their step-0 probes are identical."""
+        h = self.plan.hyper
+        keys = list(zip(self.plan.seeds.tolist(), self.plan.init_scales.tolist(),
+                        *(np.asarray(v).tolist() for v in (h.momentum, h.b1, h.b2, h.eps))))
+        first: dict = {}
+        return np.asarray([first.setdefault(key, i) for i, key in enumerate(keys)])
 
     def _unravel_like(self, params: Any, flat: jax.Array) -> Any:
         return ravel_pytree(jax.tree.map(lambda p: p.astype(flat.dtype), params))[1](flat)
@@ -562,10 +574,30 @@ class CohortTrainer:
             first_nu = self._first_update_nu(m, hh, data) if self.do_precond else None
             return self._probe_member(m, hh, data, first_nu, evals[step], step)
 
-        def do_probe(ms: Member):
+        def probe_all(ms: Member):
             if self.probe_sequential:  # each member's Lanczos stops at its own convergence
                 return jax.lax.map(probe_one, (ms, h))
             return jax.vmap(probe_one)((ms, h))
+
+        def probe_first_of_each_init(ms: Member):
+            """Step 0: members with the same initialization (seed, init scale) and the same probe
+            scalars are the same network with the same warm-start vector: probe the first of each
+            such group and copy its row (the cold start is the dearest probe of a run)."""
+            rep_of = self._rep_of
+            is_rep = rep_of == jnp.arange(k)
+
+            def one(args):
+                m, hh, first = args
+                skip = lambda a: (jax.tree.map(lambda x: x[0], _nan_like_probe(1)), a[0].eigvec, a[0].pc_eigvec)  # noqa: E731
+                return jax.lax.cond(first, probe_one, skip, (m, hh))
+
+            out = jax.lax.map(one, (ms, h, is_rep))
+            return jax.tree.map(lambda a: a[rep_of], out)
+
+        def do_probe(ms: Member):
+            if self.probe_sequential and self._rep_of is not None:
+                return jax.lax.cond(step == 0, probe_first_of_each_init, probe_all, ms)
+            return probe_all(ms)
 
         def no_probe(ms: Member):
             return _nan_like_probe(k), ms.eigvec, ms.pc_eigvec

@@ -164,3 +164,19 @@ def test_float64_probes_train_with_minibatches(compose_cfg, tmp_path, optimizer)
     assert rec["status"] == "done" and np.isfinite(rec["summary"]["max_sharpness"])
     if optimizer == "adam":
         assert np.isfinite(rec["summary"]["initial_precond_sharpness"])
+
+
+def test_step0_probe_computed_once_per_initialization(compose_cfg):
+    """Members with the same seed and init scale start as the same network: the step-0 probe is
+    computed for the first of them and copied; every member's step-0 row equals its run alone."""
+    cfgs = [compose_cfg(*SMALL, "lr=0.05"), compose_cfg(*SMALL, "lr=0.2", "warmup=8"),
+            compose_cfg(*SMALL, "lr=0.05", "seed=1")]
+    trainer = CohortTrainer(build_workload(cfgs[0], dataset_for(cfgs[0])), plan_cohort(cfgs), chunk=8)
+    assert trainer._first_same_init().tolist() == [0, 0, 2]
+    res = trainer.run()
+    cols = ["probe_loss", "probe_acc", "grad_norm", "sharpness", "hvps", "test_loss", "test_acc"]
+    row = [t[cols].iloc[0].to_numpy(float) for t in res.traces]
+    np.testing.assert_array_equal(row[0], row[1])
+    assert not np.allclose(row[0], row[2])  # another seed: another network
+    alone = _train([cfgs[1]])
+    np.testing.assert_allclose(row[1], alone.traces[0][cols].iloc[0].to_numpy(float), rtol=1e-5)
