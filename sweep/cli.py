@@ -16,19 +16,65 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "aggregate": ("sweep.commands.aggregate", "records -> summary.parquet and traces.parquet"),
     "plot": ("sweep.commands.plot", "phase-diagram heatmaps and trajectories of a sweep"),
     "figures": ("sweep.commands.figures", "regenerate a paper figure: sweep figures NAME"),
+    "export": ("sweep.commands.export", "export a sweep's traces and summaries: sweep export tensorboard DIR --out D"),
+    "completion": ("sweep.commands.completion", "print a shell completion script: eval \"$(sweep completion bash)\""),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def chosen_subcommand(argv: list[str]) -> str | None:
+    """The subcommand named on a command line (the first word that is not an option), if any."""
+    for word in argv:
+        if not word.startswith("-"):
+            return word
+    return None
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The `sweep` parser. With `argv`, only the subcommand it names gets its arguments (so its module
+    alone is imported: `sweep --help` imports none and starts fast); without, every subcommand does."""
     parser = argparse.ArgumentParser(
         prog="sweep", description="Learning-rate warmup phase diagrams (Hydra + JAX + SLURM)."
     )
     sub = parser.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
+    only = chosen_subcommand(argv) if argv is not None else None
     for name, (module, help_text) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(_module=module)
-        importlib.import_module(module).add_arguments(p)
+        if argv is None or name == only:
+            importlib.import_module(module).add_arguments(p)
     return parser
+
+
+_TRANSLITERATE = {"μ": "mu", "µ": "mu", "λ": "lambda", "η": "eta", "β": "beta", "×": "x", "−": "-", "–": "-",
+                  "—": "-", "…": "...", "≈": "~", "≤": "<=", "≥": ">=", "→": "->", "₀": "0", "₁": "1", "₂": "2",
+                  "²": "^2", "⁻": "^-", "¹": "1", "·": "*", "█": "#", "░": ".", "▒": ":", "▓": "%"}
+
+
+def _ascii_fallback(err: UnicodeError) -> tuple[str, int]:
+    """codecs error handler: Greek letters and symbols as ASCII words (μP -> muP), anything else '?'."""
+    text = err.object[err.start:err.end]
+    return "".join(_TRANSLITERATE.get(ch, "?") for ch in text), err.end
+
+
+def ensure_encodable_output() -> None:
+    """Output that the terminal's encoding cannot hold (PYTHONIOENCODING=ascii, LANG=C on old systems)
+    is transliterated instead of raising UnicodeEncodeError: μP prints as muP."""
+    import codecs
+
+    try:
+        codecs.lookup_error("sweep-ascii")
+    except LookupError:
+        codecs.register_error("sweep-ascii", _ascii_fallback)
+    for stream in (sys.stdout, sys.stderr):
+        encoding = (getattr(stream, "encoding", None) or "").lower()
+        if not encoding or encoding.replace("-", "").replace("_", "") in ("utf8", "utf16", "utf32"):
+            continue
+        try:
+            "μλη×".encode(encoding)
+        except (UnicodeEncodeError, LookupError):
+            reconfigure = getattr(stream, "reconfigure", None)
+            if reconfigure is not None:
+                reconfigure(errors="sweep-ascii")
 
 
 _STORAGE_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
@@ -45,9 +91,15 @@ def _on_sigterm(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     import signal
 
-    from sweep.errors import UserError, format_user_error
+    argv = sys.argv[1:] if argv is None else list(argv)
+    ensure_encodable_output()
+    if argv[:1] == ["__complete"]:  # the shell's tab completion (hidden): fast, imports no jax/pandas
+        from sweep.completion import main as complete
 
-    args = build_parser().parse_args(argv)
+        return complete(argv[1:])
+    args = build_parser(argv).parse_args(argv)
+    from sweep.errors import UserError, format_user_error  # after parsing: `--help` needs no hydra
+
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return int(importlib.import_module(args._module).command(args) or 0)

@@ -15,19 +15,16 @@ import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import matplotlib
+# No backend is chosen here: in a notebook figures show inline. `sweep plot` (the CLI) selects Agg itself.
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib import colors as mcolors
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch, Rectangle
+from matplotlib.ticker import FixedLocator, NullLocator
 
-matplotlib.use("Agg")  # figures are files; no display on a cluster node
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib import colors as mcolors  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.patches import Patch, Rectangle  # noqa: E402
-from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
-
-from sweep.config import ConfigError  # noqa: E402
+from sweep.config import ConfigError
 
 SEVERITY = ("diverged", "failed", "error", "converged")  # most severe first
 MISSING = "missing"

@@ -7,8 +7,6 @@ import sys
 import time
 from pathlib import Path
 
-from sweep import aggregate as agg
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("sweep_dir", help="the sweep folder, results/<sweep_name> (holds runs/)")
@@ -24,12 +22,16 @@ class _StderrLine(logging.Handler):
 
 def _report_warnings() -> None:
     """Corrupt-record warnings go to stderr as one plain line each."""
+    from sweep import aggregate as agg
+
     logger = logging.getLogger(agg.__name__)
     if not any(isinstance(h, _StderrLine) for h in logger.handlers):
         logger.addHandler(_StderrLine(logging.WARNING))
 
 
 def command(args: argparse.Namespace) -> int:
+    from sweep import aggregate as agg  # pandas: imported to work, not to build `--help`
+
     _report_warnings()
     start = time.perf_counter()
     summary, traces = agg.aggregate(args.sweep_dir, full=args.full)

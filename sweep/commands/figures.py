@@ -32,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true", help="list the runs and cohorts (or the submission); "
                         "train and draw nothing")
     parser.add_argument("--format", default="png,pdf", help="figure file formats (as `sweep plot --format`)")
+    from sweep.commands.plot import add_style_arguments
+
+    add_style_arguments(parser)  # --width --height --dpi --style --context, handed to `sweep plot`
 
 
 def listing() -> str:
@@ -101,17 +104,18 @@ def plot_extras(fig: Figure, scale: str, overrides: list[str]) -> tuple[str, ...
     return tuple(extras)
 
 
-def plot_argvs(fig: Figure, scale: str, overrides: list[str], formats: str) -> list[list[str]]:
-    """Every `sweep plot` argv of the figure."""
-    extras = plot_extras(fig, scale, overrides)
+def plot_argvs(fig: Figure, scale: str, overrides: list[str], formats: str,
+               style: tuple[str, ...] = ()) -> list[list[str]]:
+    """Every `sweep plot` argv of the figure (`style`: its --width/--height/--dpi/--style/--context words)."""
+    extras = plot_extras(fig, scale, overrides) + tuple(style)
     return [call.argv(d, formats, extras) for d in sweep_dirs(fig, scale, overrides) for call in fig.plots]
 
 
-def draw(fig: Figure, scale: str, overrides: list[str], formats: str) -> None:
+def draw(fig: Figure, scale: str, overrides: list[str], formats: str, style: tuple[str, ...] = ()) -> None:
     """Every plot of the figure through `sweep plot` itself."""
     from sweep.commands import plot as plot_command
 
-    for argv in plot_argvs(fig, scale, overrides, formats):
+    for argv in plot_argvs(fig, scale, overrides, formats, style):
         parser = argparse.ArgumentParser(prog="sweep plot")
         plot_command.add_arguments(parser)
         plot_command.command(parser.parse_args(argv))
@@ -124,14 +128,17 @@ def command(args: argparse.Namespace) -> int:
     fig = get_figure(args.name)
     overrides = list(args.overrides)
     scale = args.scale
+    from sweep.commands.plot import style_argv
+
+    style = tuple(style_argv(args))
     print(f"{fig.name} [{scale}]: {fig.description}")
     print(f"  {fig.title(scale, overrides)}")
     if args.dry_run:
-        for argv in plot_argvs(fig, scale, overrides, args.format):
+        for argv in plot_argvs(fig, scale, overrides, args.format, style):
             print(f"  would draw: sweep plot {shlex.join(argv)}")
     if args.submit:
         return _submit(fig, scale, overrides, args.dry_run)
     failures = 0 if args.plot_only else _train(fig, scale, overrides, args.dry_run)
     if not args.dry_run:
-        draw(fig, scale, overrides, args.format)
+        draw(fig, scale, overrides, args.format, style)
     return 1 if failures else 0

@@ -10,10 +10,7 @@ import datetime as dt
 import shlex
 from pathlib import Path
 
-from sweep import aggregate as agg
-from sweep import plot, store
-from sweep.commands.aggregate import _report_warnings
-from sweep.config import ConfigError
+# pandas, matplotlib and the plotting module are imported when a figure is drawn, not to build `--help`.
 
 KINDS = ("heatmap", "trajectories", "treach", "scatter")
 
@@ -36,10 +33,97 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--step", type=int, default=None,
                         help="scatter: the training step of the right panel (default: the longest warmup)")
     parser.add_argument("--format", default="png,pdf", help="comma-separated file formats (default png,pdf)")
+    add_style_arguments(parser)
     parser.add_argument("--title", default=None,
                         help="a first title line for every figure (e.g. which paper figure, scale and reductions)")
     parser.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
                         help="extra KEY=VALUE recorded under 'meta' in each figure's JSON sidecar (repeatable)")
+
+
+STYLE_OPTIONS = (("--width", "width"), ("--height", "height"), ("--dpi", "dpi"), ("--style", "style"),
+                 ("--context", "context"))
+SEABORN_STYLES = ("white", "whitegrid", "dark", "darkgrid", "ticks")
+SEABORN_CONTEXTS = ("paper", "notebook", "talk", "poster")
+
+
+def add_style_arguments(parser: argparse.ArgumentParser) -> None:
+    """Size, resolution and look of the figure files (also accepted by `sweep figures`)."""
+    parser.add_argument("--width", type=float, default=None, metavar="INCHES",
+                        help="figure width in inches (default: 4.2 per heatmap panel, 10 for trajectories); "
+                             "given alone, the height keeps the figure's aspect ratio")
+    parser.add_argument("--height", type=float, default=None, metavar="INCHES",
+                        help="figure height in inches; given alone, the width keeps the aspect ratio")
+    parser.add_argument("--dpi", type=float, default=150, help="resolution of png files (default 150)")
+    parser.add_argument("--style", default=None,
+                        help="seaborn style (" + ", ".join(SEABORN_STYLES) + ") or a matplotlib style sheet "
+                             "name or file (default: matplotlib's defaults)")
+    parser.add_argument("--context", default=None, choices=SEABORN_CONTEXTS,
+                        help="seaborn context: scales fonts and lines (paper < notebook < talk < poster)")
+
+
+def style_argv(args: argparse.Namespace) -> list[str]:
+    """The style options that differ from the defaults, as command-line words."""
+    parts = []
+    for flag, attr in STYLE_OPTIONS:
+        value = getattr(args, attr, None)
+        if value is not None and not (attr == "dpi" and value == 150):
+            parts += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+    return parts
+
+
+def _check_style(args: argparse.Namespace) -> None:
+    from sweep.config import ConfigError
+
+    for attr in ("width", "height", "dpi"):
+        value = getattr(args, attr, None)
+        if value is not None and not (0 < value < 1000):
+            raise ConfigError(f"--{attr} {value:g}: expected a positive number below 1000")
+    style = getattr(args, "style", None)
+    if style and style not in SEABORN_STYLES:
+        import matplotlib.pyplot as plt
+
+        if style not in plt.style.available and not Path(style).is_file():
+            raise ConfigError(f"--style {style}: not a seaborn style ({', '.join(SEABORN_STYLES)}), "
+                              f"a matplotlib style ({', '.join(sorted(plt.style.available)[:6])}, ...) or a file")
+
+
+def style_context(args: argparse.Namespace):
+    """A matplotlib rc context with the chosen seaborn style/context (or matplotlib style sheet)."""
+    import matplotlib.pyplot as plt
+
+    rc: dict = {}
+    style, context = getattr(args, "style", None), getattr(args, "context", None)
+    sheets = []
+    if style in SEABORN_STYLES or context:
+        import seaborn as sns
+
+        if style in SEABORN_STYLES:
+            rc.update(sns.axes_style(style))
+        if context:
+            rc.update(sns.plotting_context(context))
+    elif style:
+        sheets.append(style)
+    if sheets:
+        import contextlib
+
+        stack = contextlib.ExitStack()
+        stack.enter_context(plt.style.context(sheets))
+        stack.enter_context(plt.rc_context(rc))
+        return stack
+    return plt.rc_context(rc)
+
+
+def resize(fig, width: float | None, height: float | None):
+    """Set the figure's size in inches; one of the two alone keeps the aspect ratio."""
+    if width is None and height is None:
+        return fig
+    w, h = fig.get_size_inches()
+    if width is None:
+        width = w * height / h
+    elif height is None:
+        height = h * width / w
+    fig.set_size_inches(width, height)
+    return fig
 
 
 def command_line(args: argparse.Namespace) -> str:
@@ -49,6 +133,7 @@ def command_line(args: argparse.Namespace) -> str:
                         ("--lr", args.lr), ("--step", args.step), ("--format", args.format)):
         if value is not None:
             parts += [flag, str(value)]
+    parts += style_argv(args)
     parts += [flag for flag, on in (("--annotate", args.annotate), ("--shared-scale", args.shared_scale)) if on]
     if getattr(args, "title", None):
         parts += ["--title", args.title]
@@ -58,6 +143,8 @@ def command_line(args: argparse.Namespace) -> str:
 
 
 def _meta(items: list[str]) -> dict[str, str]:
+    from sweep.config import ConfigError
+
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -74,21 +161,27 @@ def _default_metric(summary) -> str:
     return "best_test_acc"
 
 
-def _save(fig, out_dir: Path, name: str, formats: list[str], sidecar: dict) -> list[Path]:
+def _save(fig, out_dir: Path, name: str, formats: list[str], sidecar: dict, dpi: float = 150) -> list[Path]:
+    import matplotlib.pyplot as plt
+
+    from sweep import store
+
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for fmt in formats:
         path = out_dir / f"{name}.{fmt}"
-        store.atomic_write(path, lambda tmp, fmt=fmt: fig.savefig(tmp, format=fmt, dpi=150))
+        store.atomic_write(path, lambda tmp, fmt=fmt: fig.savefig(tmp, format=fmt, dpi=dpi))
         written.append(path)
     meta = out_dir / f"{name}.json"
     store.atomic_write_json(meta, {**sidecar, "figure": name, "files": [p.name for p in written]})
-    plot.plt.close(fig)
+    plt.close(fig)
     return written + [meta]
 
 
 def _figures(args: argparse.Namespace, summary, traces) -> list[tuple[str, object]]:
     """(name, builder) for every requested kind; with 'all', kinds the data cannot support are skipped."""
+    from sweep import plot
+
     wanted = KINDS if args.kind == "all" else (args.kind,)
     metric = args.metric or _default_metric(summary)
     has_traces = len(traces) > 0
@@ -112,11 +205,20 @@ def _figures(args: argparse.Namespace, summary, traces) -> list[tuple[str, objec
 
 
 def command(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")  # the CLI writes files (no display on a cluster node); `import sweep.plot` alone does not
+    from sweep import aggregate as agg
+    from sweep import plot
+    from sweep.commands.aggregate import _report_warnings
+    from sweep.config import ConfigError
+
     _report_warnings()
     formats = [f.strip().lower() for f in args.format.split(",") if f.strip()]
     bad = [f for f in formats if f not in ("png", "pdf", "svg")]
     if bad or not formats:
         raise ConfigError(f"--format {args.format}: allowed png, pdf, svg (comma-separated)")
+    _check_style(args)
     summary, traces = agg.aggregate(args.sweep_dir)
     if summary.empty:
         raise ConfigError(f"{args.sweep_dir}: no finished runs to plot yet (no runs/*/record.json)")
@@ -135,9 +237,12 @@ def command(args: argparse.Namespace) -> int:
         sidecar["meta"] = meta
     out_dir = sweep_dir / "figures"
     for name, build in _figures(args, summary, traces):
-        fig = build()
-        if title:
-            plot.add_title_line(fig, title)
-        for path in _save(fig, out_dir, name, formats, sidecar):
+        with style_context(args):
+            fig = build()
+            if title:
+                plot.add_title_line(fig, title)
+            resize(fig, getattr(args, "width", None), getattr(args, "height", None))
+            paths = _save(fig, out_dir, name, formats, sidecar, dpi=getattr(args, "dpi", None) or 150)
+        for path in paths:
             print(path)
     return 0
