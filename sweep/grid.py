@@ -82,7 +82,7 @@ class Cohort:
 
 # ----------------------------------------------------------------------------- parsing
 @functools.lru_cache(maxsize=1)
-def _parser():
+def override_parser():
     """One override parser (with `pow2`) per process: every override of a grid is parsed twice."""
     from hydra.core.override_parser.overrides_parser import OverridesParser, create_functions
     from hydra.core.override_parser.types import ChoiceSweep
@@ -129,7 +129,7 @@ def _axes(overrides: Sequence[str], config_dir: Path) -> list[_Axis]:
     from hydra.errors import HydraException
 
     try:
-        parsed = _parser().parse_overrides(list(overrides))
+        parsed = override_parser().parse_overrides(list(overrides))
     except HydraException as exc:
         raise ConfigError(parse_error_message(exc, overrides)) from None
     axes: dict[str, _Axis] = {}
@@ -197,7 +197,7 @@ def check_syntax(overrides: Sequence[str]) -> None:
 
     register_configs()
     try:
-        _parser().parse_overrides(list(overrides))
+        override_parser().parse_overrides(list(overrides))
     except HydraException as exc:
         raise ConfigError(parse_error_message(exc, overrides)) from None
 
@@ -382,7 +382,7 @@ def _set_dotted(d: dict, dotted: str, value: Any) -> None:
 def is_sweep(override: str) -> bool:
     """Whether an override sweeps (a,b / range / glob / pow2), i.e. makes more than one cell."""
     try:
-        return any(o.is_sweep_override() for o in _parser().parse_overrides([override]))
+        return any(o.is_sweep_override() for o in override_parser().parse_overrides([override]))
     except Exception:  # noqa: BLE001 - unparsable overrides are reported by compose()
         return False
 

@@ -249,9 +249,9 @@ def print_cfg(runs: Sequence[Any], which: str, cell: Optional[str] = None) -> No
 # ----------------------------------------------------------------------------- Hydra's entry point
 def pow2_function():
     """The grid's `pow2(start, stop[, step])` (2^x sweep), as registered in its override parser."""
-    from sweep.grid import _parser
+    from sweep.grid import override_parser
 
-    return _parser().functions.functions["pow2"]
+    return override_parser().functions.functions["pow2"]
 
 
 def install_pow2() -> None:

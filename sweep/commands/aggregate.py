@@ -20,7 +20,7 @@ class _StderrLine(logging.Handler):
         print(f"warning: {record.getMessage()}", file=sys.stderr)
 
 
-def _report_warnings() -> None:
+def report_warnings() -> None:
     """Corrupt-record warnings go to stderr as one plain line each."""
     from sweep import aggregate as agg
 
@@ -32,7 +32,7 @@ def _report_warnings() -> None:
 def command(args: argparse.Namespace) -> int:
     from sweep import aggregate as agg  # pandas: imported to work, not to build `--help`
 
-    _report_warnings()
+    report_warnings()
     start = time.perf_counter()
     summary, traces = agg.aggregate(args.sweep_dir, full=args.full)
     sweep_dir = Path(args.sweep_dir)

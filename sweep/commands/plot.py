@@ -210,10 +210,10 @@ def command(args: argparse.Namespace) -> int:
     matplotlib.use("Agg")  # the CLI writes files (no display on a cluster node); `import sweep.plot` alone does not
     from sweep import aggregate as agg
     from sweep import plot
-    from sweep.commands.aggregate import _report_warnings
+    from sweep.commands.aggregate import report_warnings
     from sweep.config import ConfigError
 
-    _report_warnings()
+    report_warnings()
     formats = [f.strip().lower() for f in args.format.split(",") if f.strip()]
     bad = [f for f in formats if f not in ("png", "pdf", "svg")]
     if bad or not formats:
