@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from sweep import store
+from sweep import columns, probes, store
 from sweep.config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -25,20 +25,17 @@ log = logging.getLogger(__name__)
 SUMMARY_FILE = "summary.parquet"
 TRACES_FILE = "traces.parquet"
 INDEX_FILE = ".aggregate_index.json"
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # 2: columns derived from sweep/columns.py (more summary columns)
 
 REQUIRED_RECORD_KEYS = store.REQUIRED_RECORD_KEYS
-SUMMARY_METRICS = (
-    "lambda0", "divergence_step", "best_test_acc", "best_test_loss", "final_test_acc", "final_test_loss",
-    "final_train_loss", "final_train_acc", "max_sharpness", "final_sharpness", "initial_loss",
-    "steps_run", "eta_c", "t_reach", "t_save", "catapults", "catapult_searches", "catapult_forward_passes",
-)
-# trace column -> name in traces.parquet (the plotting vocabulary)
-TRACE_COLUMNS = {
-    "step": "step", "lr": "lr", "train_loss": "loss", "train_acc": "accuracy", "sharpness": "sharpness",
-    "precond_sharpness": "precond_sharpness", "threshold": "threshold", "probe_loss": "probe_loss",
-    "probe_acc": "probe_acc", "grad_norm": "grad_norm", "test_loss": "test_loss", "test_acc": "test_acc",
-}
+# Measured columns come from the registry (sweep/columns.py): every registered summary metric is a
+# column of summary.parquet, every trace column one of traces.parquet under its table name. Values a
+# record or trace holds that nobody registered are kept too (under their own names), never dropped.
+probes.load_all()
+SUMMARY_METRICS = tuple(columns.summary_metrics())
+TRACE_COLUMNS = columns.trace_table_names()  # trace file column -> name in traces.parquet
+# summary keys that are not measurements of their own (handled by summary_row explicitly)
+_SUMMARY_SPECIAL = {"lr", "lr_init", "lr_units_of_lambda0"}
 # summary columns copied onto every trace row so a trace can be selected and faceted on its own.
 # In traces `lr` is the per-step lr and `loss` the training loss, so the run's target lr and
 # loss function are renamed there; any other clash with a trace column gets a "run." prefix.
@@ -101,6 +98,9 @@ def summary_row(record: dict[str, Any]) -> dict[str, Any]:
         row["lr_init"] = summary["lr_init"]  # absolute, like lr
     for key in SUMMARY_METRICS:
         row[key] = summary.get(key)
+    for key, value in summary.items():  # unregistered scalars: kept under their own names
+        if key not in row and key not in _SUMMARY_SPECIAL and (value is None or isinstance(value, (int, float, str, bool))):
+            row[key] = value
     error = record.get("error")
     row["error_type"] = error.get("type") if isinstance(error, dict) else None
     return row
@@ -126,8 +126,13 @@ def read_run(run_dir: Path) -> RunData:
         raise CorruptRecord(f"{trace_path}: unreadable parquet ({exc.__class__.__name__}: {exc})") from exc
     if "step" not in raw.columns or "lr" not in raw.columns:
         raise CorruptRecord(f"{trace_path}: missing columns step/lr")
+    # every registered column (NaN when this run did not measure it: one schema for the table),
+    # then any column nobody registered, under its own name
     trace = pd.DataFrame({new: raw[old] if old in raw.columns else float("nan")
                           for old, new in TRACE_COLUMNS.items()})
+    for extra in raw.columns:
+        if extra not in TRACE_COLUMNS:
+            trace[extra] = raw[extra]
     for name, value in trace_context(row).items():
         trace[name] = value
     return RunData(row, trace)

@@ -14,6 +14,29 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 
+def added(default: Any) -> Any:
+    """A schema key added after run ids froze (see sweep/identity.py): at `default` a run hashes as
+    if the key did not exist, so adding a switch that is off by default keeps every finished run."""
+    return field(default=default, metadata={"neutral": default})
+
+
+def added_keys(schema: Any = None, prefix: str = "") -> dict[str, Any]:
+    """Dotted key -> neutral value of every `added(...)` field of the schema (nested dataclasses)."""
+    import dataclasses
+    import typing
+
+    schema = Config if schema is None else schema
+    hints = typing.get_type_hints(schema)
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(schema):
+        if "neutral" in f.metadata:
+            out[prefix + f.name] = f.metadata["neutral"]
+        sub = hints.get(f.name)
+        if dataclasses.is_dataclass(sub):
+            out.update(added_keys(sub, prefix + f.name + "."))
+    return out
+
+
 class ConfigError(ValueError):
     """A user error in the configuration; the CLI prints it as one line."""
 
@@ -223,6 +246,8 @@ class ProbeConfig:
     # micro-batches of at most this many bytes of intermediate values (0 = whole batches)
     microbatch_bytes: int = 0
     final_train_examples: int = 10000
+    # registered diagnostics (sweep/diagnostics/): each off at its default
+    hessian_trace: int = added(0)  # Hutchinson probe vectors per probe (0 = off)
 
 
 @dataclass

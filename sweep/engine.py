@@ -27,15 +27,19 @@ import numpy as np
 import pandas as pd
 from jax.flatten_util import ravel_pytree
 
-from sweep import catapult, curvature, eta_c, optim
+from sweep import catapult, columns, curvature, eta_c, optim, probes
 from sweep.identity import MEMBER_KEYS, cohort_key, content_hash, drop_key, identity_dict
 from sweep.runtime import configure_jax
 from sweep.workload import DeviceData, Workload, eval_batch_size
 
+# the engine's own trace columns (registered in sweep/columns.py); enabled probe metrics add theirs
 TRACE_COLUMNS = [
     "step", "lr", "train_loss", "train_acc", "probe_loss", "probe_acc", "grad_norm",
     "sharpness", "precond_sharpness", "threshold", "hvps", "test_loss", "test_acc",
 ]
+# the per-probe values of the engine's own measurements (in this order), before the metrics' ones
+PROBE_FIELDS = ("probe_loss", "probe_acc", "grad_norm", "sharpness", "precond_sharpness", "hvps",
+                "test_loss", "test_acc")
 
 
 # ----------------------------------------------------------------------------- programs
@@ -152,20 +156,15 @@ class Carry(NamedTuple):
     rng: jax.Array  # augmentation key
 
 
-class Probe(NamedTuple):
-    probe_loss: jax.Array
-    probe_acc: jax.Array
-    grad_norm: jax.Array
-    sharpness: jax.Array
-    precond_sharpness: jax.Array
-    hvps: jax.Array
-    test_loss: jax.Array
-    test_acc: jax.Array
+Probe = dict  # column -> value of one probe (PROBE_FIELDS, then the enabled metrics' columns)
 
 
-def _nan_like_probe(k: int) -> Probe:
+def _nan_like_probe(k: int, metrics: Sequence[probes.ProbeMetric] = ()) -> Probe:
+    """The values of an unprobed step (NaN; 0 HVPs), with a leading (k,) axis."""
     nan = jnp.full((k,), jnp.nan, jnp.float32)
-    return Probe(nan, nan, nan, nan, nan, jnp.zeros((k,), jnp.int32), nan, nan)
+    out = {name: nan for name in PROBE_FIELDS}
+    out["hvps"] = jnp.zeros((k,), jnp.int32)
+    return {**out, **probes.placeholders(list(metrics), (k,))}
 
 
 # ----------------------------------------------------------------------------- engine
@@ -201,6 +200,8 @@ class CohortTrainer:
         self.do_sharpness = bool(self.cfg.probe.sharpness)
         self.do_precond = bool(self.cfg.probe.precond_sharpness) and self.adaptive
         self.probe_sequential = _probe_sequential(str(self.cfg.probe.get("members", "auto")))
+        self.metrics = probes.enabled_metrics(self.cfg.probe)  # registered diagnostics switched on
+        self.trace_columns = TRACE_COLUMNS + [c.name for m in self.metrics for c in m.columns]
         self.chunk = max(1, min(chunk, self.steps + 1))
         self.augment = self._augment_fn()
         self.lr_scale = None  # muP + Adam factors (uses_lr_factors), else None; host-side value
@@ -411,7 +412,7 @@ class CohortTrainer:
                       do_eval: jax.Array, step: jax.Array) -> tuple[Probe, jax.Array, jax.Array]:
         """All measurements of one member at one probe step (on the fixed measurement batch)."""
         done = ~m.active
-        curv = self.do_sharpness or self.do_precond
+        curv = self.do_sharpness or self.do_precond or bool(self.metrics)
         if curv:
             chunk_loss, flat, xin = self._flat_chunk_loss(m.params, data.x_probe)
         micro = self.probe_microbatch < data.x_probe.shape[0]
@@ -455,11 +456,27 @@ class CohortTrainer:
 
         nan = jnp.asarray(jnp.nan, jnp.float32)
         test_loss, test_acc = jax.lax.cond(do_eval, test_eval, lambda _: (nan, nan), None)
-        probe = Probe(loss, acc, gnorm, jnp.asarray(sharp, jnp.float32), pc_sharp, hvps, test_loss, test_acc)
+        probe = dict(zip(PROBE_FIELDS, (loss, acc, gnorm, jnp.asarray(sharp, jnp.float32), pc_sharp, hvps,
+                                        test_loss, test_acc)))
+        if self.metrics:
+            probe.update(self._metric_values(m, data, chunk_loss, flat, xin, make_hvp, done))
         # every probe field is float32 (int32 for counts), whatever x64 mode made of them
         probe = jax.tree.map(lambda v: jnp.where(m.active, v, jnp.nan).astype(jnp.float32)
                              if v.dtype != jnp.int32 else v, probe)
         return probe, vec, pc_vec
+
+    def _metric_values(self, m: Member, data: DeviceData, chunk_loss: Callable, flat: jax.Array,
+                       xin: jax.Array, make_hvp: Callable, done: jax.Array) -> dict:
+        """The enabled registered metrics (sweep/probes.py) of one member; skipped once it froze."""
+        unravel = lambda f: self._unravel_like(m.params, f)  # noqa: E731
+        inputs = probes.ProbeInputs(
+            params=m.params, flat=flat, unravel=unravel,
+            loss_of_flat=lambda f: chunk_loss(f, xin, data.y_probe), make_hvp=make_hvp,
+            x=xin, y=data.y_probe, loss_and_accuracy=self.w.loss_and_accuracy, apply=self.w.apply,
+            microbatch=int(self.probe_microbatch), key=jax.random.PRNGKey(20240917),
+            probe=self.cfg.probe, task=str(self.w.dataset.task), num_classes=int(self.w.num_classes))
+        skipped = jax.tree.map(lambda a: a[0], probes.placeholders(self.metrics, (1,)))
+        return jax.lax.cond(done, lambda: skipped, lambda: probes.compute_all(self.metrics, inputs))
 
     def _first_update_nu(self, m: Member, h: optim.Hyper, data: DeviceData) -> Any:
         """The second moment the first update would leave if its gradient were the measurement
@@ -588,7 +605,8 @@ class CohortTrainer:
 
             def one(args):
                 m, hh, first = args
-                skip = lambda a: (jax.tree.map(lambda x: x[0], _nan_like_probe(1)), a[0].eigvec, a[0].pc_eigvec)  # noqa: E731
+                skip = lambda a: (jax.tree.map(lambda x: x[0], _nan_like_probe(1, self.metrics)), a[0].eigvec,  # noqa: E731
+                                  a[0].pc_eigvec)
                 return jax.lax.cond(first, probe_one, skip, (m, hh))
 
             out = jax.lax.map(one, (ms, h, is_rep))
@@ -600,11 +618,11 @@ class CohortTrainer:
             return probe_all(ms)
 
         def no_probe(ms: Member):
-            return _nan_like_probe(k), ms.eigvec, ms.pc_eigvec
+            return _nan_like_probe(k, self.metrics), ms.eigvec, ms.pc_eigvec
 
         probe, vec, pc_vec = jax.lax.cond(probes[step], do_probe, no_probe, members)
         members = members._replace(eigvec=vec, pc_eigvec=pc_vec)
-        members = members._replace(loss0=jnp.where(step == 0, probe.probe_loss, members.loss0))
+        members = members._replace(loss0=jnp.where(step == 0, probe["probe_loss"], members.loss0))
 
         def do_update(c: Carry):
             x, y, perm = self._minibatch(c, data, step)
@@ -620,7 +638,7 @@ class CohortTrainer:
         # the lr update step + 1 used (catapult: from the state the update read)
         lr_next = jax.vmap(lambda cat, hh: self._learning_rate(cat, hh, step + 1))(carry.members.cat, h)
         threshold = jax.vmap(lambda lr, hh: optim.instability_threshold(self.opt_name, lr, hh))(lr_next, h)
-        out = {"lr": lr_next, "train_loss": loss, "train_acc": acc, "threshold": threshold, **probe._asdict()}
+        out = {"lr": lr_next, "train_loss": loss, "train_acc": acc, "threshold": threshold, **probe}
         return carry, out
 
     def _chunk_fn(self) -> Callable:
@@ -640,7 +658,7 @@ class CohortTrainer:
                 def pad(c):
                     nan = jnp.full((self.k,), jnp.nan, jnp.float32)
                     out = {"lr": nan, "train_loss": nan, "train_acc": nan, "threshold": nan,
-                           **_nan_like_probe(self.k)._asdict()}
+                           **_nan_like_probe(self.k, self.metrics)}
                     return c, out
 
                 return jax.lax.cond(step < total, live, pad, c)
@@ -741,11 +759,12 @@ class CohortTrainer:
             if last_step is not None and step > last_step:
                 break
             rec = {"step": step}
-            for key in TRACE_COLUMNS[1:]:
+            for key in self.trace_columns[1:]:
                 rec[key] = vals[key][m].item() if key in vals else np.nan
             records.append(rec)
-        df = pd.DataFrame.from_records(records, columns=TRACE_COLUMNS)
-        return df.astype({"step": "int64", "hvps": "int64"})
+        df = pd.DataFrame.from_records(records, columns=self.trace_columns)
+        ints = {c: "int64" for c in self.trace_columns if columns.get(c) is not None and columns.get(c).integer}
+        return df.astype(ints)
 
 
 def divergence_check(loss: jax.Array, loss0: jax.Array, over: jax.Array, outcome: Any):

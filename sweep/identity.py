@@ -20,7 +20,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from sweep.config import EXECUTION_KEYS
+from sweep.config import EXECUTION_KEYS, added_keys
 
 # Scalars a cohort may vary across its members (dotted keys). Everything else is shared.
 MEMBER_KEYS = (
@@ -39,8 +39,10 @@ MEMBER_KEYS = (
 # Keys added to the schema after the id freeze -> the value that reproduces the old behaviour.
 # Add an entry with every new key that can change what a run computes; put keys that cannot
 # (where or how a run executes) in config.EXECUTION_KEYS instead.
+# Schema fields declared with config.added(default) are collected here too (the diagnostics' switches).
 ADDED_KEYS: dict[str, Any] = {
     "probe.microbatch_bytes": 0,  # issue 12: micro-batched probes (same values up to float summation order)
+    **added_keys(),
 }
 _ABSENT = object()
 

@@ -24,43 +24,55 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import FixedLocator, NullLocator
 
+from sweep import columns, probes
 from sweep.config import ConfigError
 
 SEVERITY = ("diverged", "failed", "error", "converged")  # most severe first
 MISSING = "missing"
 FAILED_STYLE = {"facecolor": "0.82", "edgecolor": "0.35", "hatch": "///", "linewidth": 0}
-NOT_FACETS = {
+# Grid and identity columns that are never facets; every measured column (sweep/columns.py) is
+# excluded as well, under its record and table names, so a new metric never becomes a facet.
+_NOT_FACET_KEYS = {
     "run_id", "sweep_name", "status", "outcome", "error_type", "lr", "lr_over_lambda0", "warmup", "seed",
-    "lr_unit", "steps", "lambda0", "divergence_step", "best_test_acc", "best_test_loss", "final_test_acc",
-    "final_test_loss", "final_train_loss", "final_train_acc", "max_sharpness", "final_sharpness",
-    "initial_loss", "steps_run", "eta_c", "t_reach", "t_save", "target_lr", "target_lr_over_lambda0",
-    "step", "loss", "accuracy", "sharpness", "precond_sharpness", "threshold", "probe_loss", "probe_acc",
-    "grad_norm", "test_loss", "test_acc", "data_seed", "lr_init",
-    "catapults", "catapult_searches", "catapult_forward_passes",
+    "lr_unit", "steps", "target_lr", "target_lr_over_lambda0", "data_seed", "lr_init",
 }
-TRACE_VALUES = {"step", "lr", "loss", "accuracy", "sharpness", "precond_sharpness", "threshold", "probe_loss",
-                "probe_acc", "grad_norm", "test_loss", "test_acc"}
+
+
+def not_facets() -> set[str]:
+    probes.load_all()
+    return _NOT_FACET_KEYS | columns.not_facets()
+
+
+def trace_values() -> set[str]:
+    """traces.parquet columns that are per-step measurements."""
+    probes.load_all()
+    return set(columns.trace_table_names().values())
+
+
+NOT_FACETS = not_facets()
+TRACE_VALUES = trace_values()
 MAX_PANELS = 24
 FACET_ORDER = ("param", "loss", "loss_fn", "optimizer", "model", "data", "batch_size", "momentum", "b1", "decay")
 DISPLAY = {"sp": "SP", "mup": "μP", "mse": "MSE", "xent": "cross-entropy", "sgd": "SGD", "adam": "Adam",
            "gi_adam": "GI-Adam", "fcn": "FCN", "wrn": "WRN", "transformer": "Transformer"}
-# metric -> (label, unit or None for loss-dependent units, higher is better)
-LOG_SCALE_METRICS = {"t_reach", "max_sharpness", "final_sharpness", "lambda0", "eta_c"}  # span decades
-METRICS = {
-    "best_test_acc": ("best test accuracy", "fraction correct", True),
-    "final_test_acc": ("final test accuracy", "fraction correct", True),
-    "final_train_acc": ("final train accuracy", "fraction correct", True),
-    "best_test_loss": ("best test loss", None, False),
-    "final_test_loss": ("final test loss", None, False),
-    "final_train_loss": ("final train loss", None, False),
-    "max_sharpness": ("max sharpness λ", "Hessian top eigenvalue", False),
-    "final_sharpness": ("final sharpness λ", "Hessian top eigenvalue", False),
-    "lambda0": ("initial sharpness λ0", "Hessian top eigenvalue", False),
-    "t_reach": (r"$T_{\mathrm{reach}}$", r"steps to reach $\eta_{\mathrm{trgt}}$", False),
-    "t_save": (r"$T_{\mathrm{save}}$", "steps saved", True),
-    "divergence_step": ("divergence step", "steps", True),
-    "eta_c": ("η_c", "learning rate", True),
-}
+
+
+def metric_info(metric: str) -> tuple[str, Any, bool]:
+    """(label, unit or None for loss-dependent units, higher is better) from the column registry."""
+    probes.load_all()
+    col = columns.get(metric)
+    if col is None:
+        return metric.replace("_", " "), None, not metric.endswith("loss")
+    better = col.higher_is_better if col.higher_is_better is not None else not metric.endswith("loss")
+    return col.label, col.unit, better
+
+
+def log_scale(metric: str) -> bool:
+    """The metric spans decades (T_reach, sharpness, eta_c): log colour scale."""
+    col = columns.get(metric)
+    return bool(col is not None and col.log_scale)
+
+
 LOSS_UNITS = {"mse": "MSE", "xent": "cross-entropy, nats"}
 SHADES = ".:-=+*#%@"  # worst -> best converged value; ' ' is kept for "no cell"
 STATE_CHARS = {"diverged": "D", "failed": "F", "error": "E", MISSING: "?", "pending": "?"}
@@ -122,7 +134,7 @@ def warmup_tick_labels(values: Sequence[float]) -> list[str]:
 
 def metric_label(metric: str, df: pd.DataFrame | None = None) -> str:
     """'best test accuracy (fraction correct)'; loss units follow the runs' loss function."""
-    name, unit, _ = METRICS.get(metric, (metric.replace("_", " "), None, True))
+    name, unit, _ = metric_info(metric)
     if unit is None and metric.endswith("loss"):
         losses = sorted(df["loss"].dropna().astype(str).unique()) if df is not None and "loss" in df else []
         unit = " / ".join(LOSS_UNITS.get(v, v) for v in losses) or None
@@ -130,7 +142,7 @@ def metric_label(metric: str, df: pd.DataFrame | None = None) -> str:
 
 
 def higher_is_better(metric: str) -> bool:
-    return METRICS.get(metric, ("", None, not metric.endswith("loss")))[2]
+    return metric_info(metric)[2]
 
 
 def _display(column: str, value: Any) -> str:
@@ -142,10 +154,10 @@ def _display(column: str, value: Any) -> str:
 
 def default_facets(df: pd.DataFrame) -> list[str]:
     """Columns that vary across the sweep (besides lr, warmup, seed); duplicates of one grouping dropped."""
-    excluded = set(NOT_FACETS)
+    excluded = not_facets()
     if "step" in df and "run_id" in df:  # a traces table: its `loss` is the training loss; one row per run
         df = df.drop_duplicates("run_id")
-        excluded |= TRACE_VALUES
+        excluded |= trace_values()
     candidates = [c for c in FACET_ORDER if c in df and c not in excluded] + sorted(
         c for c in df.columns if c not in FACET_ORDER and c not in excluded)
     chosen: list[str] = []
@@ -170,7 +182,7 @@ def _parse_facet(df: pd.DataFrame, facet: str | Sequence[str] | None) -> list[st
     unknown = [c for c in cols if c not in df]
     if unknown:
         raise ConfigError(f"facet column(s) {', '.join(unknown)} not in the summary; "
-                          f"choose from: {', '.join(c for c in df.columns if c not in NOT_FACETS)}")
+                          f"choose from: {', '.join(c for c in df.columns if c not in not_facets())}")
     return cols
 
 
@@ -200,7 +212,7 @@ def _panel_title(facet_value: Mapping[str, Any]) -> str:
 
 def _check_metric(df: pd.DataFrame, metric: str) -> None:
     if metric not in df:
-        numeric = [c for c in df.columns if c in METRICS]
+        numeric = [c for c in df.columns if c in set(columns.summary_metrics())]
         raise ConfigError(f"metric '{metric}' not in the summary; choose from: {', '.join(numeric)}")
 
 
@@ -346,7 +358,7 @@ def _colour_norm(metric: str, tables: list[pd.DataFrame]) -> mcolors.Normalize:
     values = np.concatenate([t.to_numpy(float).ravel() for t in tables])
     values = values[np.isfinite(values)]
     lo, hi = (values.min(), values.max()) if values.size else (0.0, 1.0)
-    if metric in LOG_SCALE_METRICS and lo > 0 and hi > lo:
+    if log_scale(metric) and lo > 0 and hi > lo:
         return mcolors.LogNorm(lo, hi)
     return mcolors.Normalize(lo, hi if hi > lo else lo + 1e-12)
 
@@ -395,7 +407,7 @@ def heatmap(summary_df: pd.DataFrame, metric: str = "best_test_acc", facet: str 
     panels = [(_panel_title(value), rows, metric) for value, rows in facet_groups(summary_df, facet_cols)]
     if len(panels) > 1:
         panels = [(f"({chr(97 + i)}) {t}", rows, m) for i, (t, rows, m) in enumerate(panels)]
-    title = f"{METRICS.get(metric, (metric,))[0]}: {_context_title(summary_df, facet_cols)}"
+    title = f"{metric_info(metric)[0]}: {_context_title(summary_df, facet_cols)}"
     return _phase_panels(summary_df, panels, lr_col, annotate, shared_scale, ncols, title.rstrip(": "))
 
 

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from sweep import store
+from sweep import columns, store
 from sweep.claims import Claims
 from sweep.data.base import Dataset, load_dataset
 from sweep.engine import CohortResult, CohortTrainer, plan_cohort
@@ -108,11 +108,6 @@ def _nanmin(s: pd.Series) -> Optional[float]:
     return float(s.min()) if len(s) else None
 
 
-def _last(s: pd.Series) -> Optional[float]:
-    s = s.dropna()
-    return float(s.iloc[-1]) if len(s) else None
-
-
 def summarize(cfg: Any, trace: pd.DataFrame, final: dict[str, float], divergence_step: Optional[int],
               lr_abs: float, lr_init_abs: float, lambda0: Optional[float], dataset: Dataset,
               steps_run: int) -> tuple[str, dict]:
@@ -132,10 +127,7 @@ def summarize(cfg: Any, trace: pd.DataFrame, final: dict[str, float], divergence
         **{k: float(v) for k, v in final.items()},
         "best_test_acc": _nanmax(test_acc),
         "best_test_loss": _nanmin(test_loss),
-        "max_sharpness": _nanmax(trace["sharpness"]),
-        "final_sharpness": _last(trace["sharpness"]),
-        "initial_precond_sharpness": _last(trace["precond_sharpness"].iloc[:1]),
-        "final_precond_sharpness": _last(trace["precond_sharpness"]),
+        **columns.reduce_trace(trace),  # max_sharpness, final_sharpness, ... (sweep/columns.py)
         "steps_run": steps_run,
         "total_hvps": int(trace["hvps"].sum()),
         "eta_c": None,
