@@ -19,6 +19,7 @@ import pandas as pd
 
 from sweep import columns, probes, store
 from sweep.config import ConfigError
+from sweep.identity import in_lambda0_units
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ def summary_row(record: dict[str, Any]) -> dict[str, Any]:
     row["lr"], row["lr_over_lambda0"] = summary.get("lr"), summary.get("lr_units_of_lambda0")
     if row["lr"] is None and row["lr_over_lambda0"] is None:  # error records carry no summary
         configured = record["config"].get("lr")
-        in_lambda0 = str(record["config"].get("lr_unit")) in ("sharpness", "LrUnit.sharpness")
+        in_lambda0 = in_lambda0_units(record["config"].get("lr_unit"))
         row["lr_over_lambda0" if in_lambda0 else "lr"] = configured
     if summary.get("lr_init") is not None:
         row["lr_init"] = summary["lr_init"]  # absolute, like lr

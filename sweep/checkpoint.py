@@ -80,8 +80,8 @@ class Checkpointer:
     def restore(self, trainer: Any) -> Optional[dict]:
         """The saved state as `trainer.run` kwargs (carry, start, rows), or None to start fresh.
 
-        The template for the carry comes from `trainer.initial_state()`, which also sets the
-        trainer's per-layer lr factors (muP-Adam) that `run` would otherwise set itself."""
+        The template for the carry (its tree, shapes and dtypes) is `trainer.initial_state()`;
+        `run` derives everything else it needs itself."""
         import orbax.checkpoint as ocp
 
         self.fingerprint = trainer_fingerprint(trainer)

@@ -29,6 +29,7 @@ from jax.flatten_util import ravel_pytree
 
 from sweep import catapult, columns, curvature, eta_c, optim, probes
 from sweep.identity import MEMBER_KEYS, cohort_key, content_hash, drop_key, identity_dict
+from sweep.plan import CohortPlan, plan_cohort  # noqa: F401 - re-exported: engine.plan_cohort
 from sweep.runtime import configure_jax
 from sweep.workload import DeviceData, Workload, eval_batch_size
 
@@ -70,47 +71,7 @@ def _signature(args: Any) -> tuple:
     return tree, tuple((tuple(np.shape(a)), str(a.dtype), bool(getattr(a, "weak_type", False))) for a in leaves)
 
 
-# ----------------------------------------------------------------------------- plan
-@dataclass
-class CohortPlan:
-    """Static description of a cohort: the shared config plus each member's scalars."""
-
-    cfg: Any  # the first member's config: every shared key is read from here
-    hyper: optim.Hyper  # arrays of shape (K,)
-    seeds: np.ndarray  # (K,) init seeds
-    init_scales: np.ndarray  # (K,)
-    catapult_eta0: np.ndarray  # (K,) warmup_mode=catapult: the first eta_c search's initial guess
-
-    @property
-    def size(self) -> int:
-        return len(self.seeds)
-
-
-def plan_cohort(cfgs: Sequence[Any], lrs: Optional[Sequence[float]] = None,
-                lr_inits: Optional[Sequence[float]] = None) -> CohortPlan:
-    """Stack the member scalars. `lrs`/`lr_inits` override cfg.lr/cfg.lr_init with absolute values
-    (used when lr is given in units of 1/lambda0)."""
-    keys = {cohort_key(c) for c in cfgs}
-    if len(keys) != 1:
-        raise ValueError("cohort members must share every non-scalar config value")
-    opt = lambda c, k, d: float(getattr(c.optimizer, k, d))  # noqa: E731
-    f32 = lambda xs: jnp.asarray(np.asarray(xs, np.float32))  # noqa: E731
-    hyper = optim.Hyper(
-        lr=f32(lrs if lrs is not None else [c.lr for c in cfgs]),
-        lr_init=f32(lr_inits if lr_inits is not None else [c.lr_init for c in cfgs]),
-        warmup=f32([c.warmup for c in cfgs]),
-        momentum=f32([opt(c, "momentum", 0.0) for c in cfgs]),
-        b1=f32([opt(c, "b1", 0.9) for c in cfgs]),
-        b2=f32([opt(c, "b2", 0.999) for c in cfgs]),
-        eps=f32([opt(c, "eps", 1e-8) for c in cfgs]),
-        decay_rho=f32([c.decay_rho for c in cfgs]),
-        decay_min_factor=f32([c.decay_min_factor for c in cfgs]),
-    )
-    return CohortPlan(cfgs[0], hyper, np.asarray([int(c.seed) for c in cfgs]),
-                      np.asarray([float(c.param.init_scale) for c in cfgs], np.float32),
-                      catapult.initial_guesses(cfgs, lrs))
-
-
+# ----------------------------------------------------------------------------- probe steps
 def probe_mask(cfg: Any) -> np.ndarray:
     """Boolean (steps + 1,): which steps (number of updates done) are probed.
     Step 0 and the last step always; dense for the first `dense_steps`; then every `every` steps,
@@ -165,6 +126,14 @@ def _nan_like_probe(k: int, metrics: Sequence[probes.ProbeMetric] = ()) -> Probe
     out = {name: nan for name in PROBE_FIELDS}
     out["hvps"] = jnp.zeros((k,), jnp.int32)
     return {**out, **probes.placeholders(list(metrics), (k,))}
+
+
+class UpdateSpec(NamedTuple):
+    """The optimizer update a cohort applies, as plain data (for the eta_c search)."""
+
+    name: str  # sgd | adam | gi_adam
+    clip: Optional[float]
+    lr_scale: Any  # muP-Adam per-layer lr factors (a pytree), or None
 
 
 # ----------------------------------------------------------------------------- engine
@@ -294,6 +263,12 @@ class CohortTrainer:
         key = jax.random.fold_in(jax.random.PRNGKey(int(self.cfg.data_seed)), 2**30)
         idx = jax.random.permutation(key, d.x_train.shape[0])[: self.batch]
         return d.x_train[idx], d.y_train[idx]
+
+    def update_spec(self) -> UpdateSpec:
+        """The members' optimizer update (after `init_members`, which fixes the lr factors)."""
+        if self.consts is None:
+            self.init_members()
+        return UpdateSpec(self.opt_name, self.clip, self.lr_scale)
 
     @property
     def uses_lr_factors(self) -> bool:

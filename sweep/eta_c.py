@@ -173,17 +173,17 @@ def initial_guesses(cfgs: Sequence[Any], lrs: np.ndarray, lambda0: Optional[np.n
     return np.asarray(out, np.float64)
 
 
-def start_at_eta_c(trainer: Any, cfgs: Sequence[Any], lrs: np.ndarray,
-                   lambda0: Optional[np.ndarray]) -> tuple[np.ndarray, np.ndarray, list[dict]]:
-    """Estimate eta_c for a cohort (`trainer`: a CohortTrainer of the cohort's plan) and return the
-    absolute lr_init (min(eta_c, eta_trgt)) and warmup length per member, plus the summary fields."""
-    w = trainer.w
-    members = trainer.init_members()
+def start_at_eta_c(workload: Any, params: Any, hyper: optim.Hyper, rule: Any, cfgs: Sequence[Any],
+                   lrs: np.ndarray, lambda0: Optional[np.ndarray]) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    """Estimate eta_c for a cohort and return the absolute lr_init (min(eta_c, eta_trgt)) and warmup
+    length per member, plus the summary fields. `params`: the members' initial parameters (K-stacked);
+    `rule`: the update rule (engine.UpdateSpec: name, clip norm, per-layer lr factors)."""
+    w = workload
     ec = cfgs[0].eta_c
     est = estimate_eta_c(
-        lambda p, b: w.loss_and_accuracy(p, b[0], b[1])[0], members.params, trainer.plan.hyper,
-        (w.data.x_probe, w.data.y_probe), trainer.opt_name, initial_guesses(cfgs, lrs, lambda0),
-        np.asarray(lrs, np.float64), delta=float(ec.delta), clip_norm=trainer.clip, lr_scale=trainer.lr_scale,
+        lambda p, b: w.loss_and_accuracy(p, b[0], b[1])[0], params, hyper,
+        (w.data.x_probe, w.data.y_probe), rule.name, initial_guesses(cfgs, lrs, lambda0),
+        np.asarray(lrs, np.float64), delta=float(ec.delta), clip_norm=rule.clip, lr_scale=rule.lr_scale,
         max_doublings=int(ec.max_doublings), max_bisections=int(ec.max_bisections))
     est = jax.device_get(est)
     lr_inits, warmups, fields = [], [], []

@@ -50,6 +50,11 @@ _ABSENT = object()
 LAMBDA0_KEYS = ("model", "param", "data", "loss", "probe", "seed")
 
 
+def in_lambda0_units(lr_unit: Any) -> bool:
+    """Whether an `lr_unit` value (enum, its name, or a stored string) means lr x 1/lambda0."""
+    return str(getattr(lr_unit, "value", lr_unit)) in ("sharpness", "LrUnit.sharpness")
+
+
 def to_dict(cfg: Any) -> dict:
     """A fresh plain dict of a config (DictConfig or dict): callers may change it freely."""
     if isinstance(cfg, DictConfig):

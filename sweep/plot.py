@@ -26,6 +26,7 @@ from matplotlib.ticker import FixedLocator, NullLocator
 
 from sweep import columns, probes
 from sweep.config import ConfigError
+from sweep.identity import in_lambda0_units
 
 SEVERITY = ("diverged", "failed", "error", "converged")  # most severe first
 MISSING = "missing"
@@ -91,7 +92,7 @@ def lr_column(df: pd.DataFrame, lr_units: str = "auto", traces: bool = False) ->
     absolute, relative = ("target_lr", "target_lr_over_lambda0") if traces else ("lr", "lr_over_lambda0")
     if lr_units == "auto":
         units = df["lr_unit"].dropna().astype(str) if "lr_unit" in df else pd.Series([], dtype=str)
-        lr_units = "lambda0" if len(units) and (units == "sharpness").all() else "absolute"
+        lr_units = "lambda0" if len(units) and units.map(in_lambda0_units).all() else "absolute"
     if lr_units == "absolute":
         return absolute
     if lr_units != "lambda0":

@@ -20,8 +20,8 @@ import pandas as pd
 from sweep import columns, store
 from sweep.claims import Claims
 from sweep.data.base import Dataset, load_dataset
-from sweep.engine import CohortResult, CohortTrainer, plan_cohort
-from sweep.eta_c import start_at_eta_c
+from sweep.engine import CohortResult, CohortTrainer
+from sweep.resolve import initial_sharpness, resolve_plan  # noqa: F401 - initial_sharpness re-exported
 from sweep.grid import Cohort, RunSpec
 from sweep.identity import lambda0_key, to_dict
 from sweep.runtime import configure_jax
@@ -43,42 +43,6 @@ def ensure_float64(cfgs: Sequence[Any]) -> None:
     """float64 probes need jax's x64 mode, which must be on before arrays are made."""
     if any(c.probe.dtype == "float64" for c in cfgs):
         jax.config.update("jax_enable_x64", True)
-
-
-# ----------------------------------------------------------------------------- lambda0
-def initial_sharpness(workload: Workload, cfgs: Sequence[Any], sweep: Optional[Path]) -> np.ndarray:
-    """lambda0 of each member: read from the sweep's cache, or computed once per (shape group,
-    seed) and cached, so every lr and warmup of a group reuses it (the authors recompute it per lr)."""
-    values: list[Optional[float]] = []
-    cache_dir = sweep / "lambda0" if sweep is not None else None
-    for cfg in cfgs:
-        rec = _read_lambda0(cache_dir, lambda0_key(cfg)) if cache_dir else None
-        values.append(rec)
-    missing = [i for i, v in enumerate(values) if v is None]
-    if missing:
-        # one representative per distinct key
-        reps: dict[str, int] = {}
-        for i in missing:
-            reps.setdefault(lambda0_key(cfgs[i]), i)
-        plan = plan_cohort([cfgs[i] for i in reps.values()], lrs=[1.0] * len(reps), lr_inits=[0.0] * len(reps))
-        trainer = CohortTrainer(workload, plan)
-        computed = trainer.initial_sharpness()
-        for (key, _), lam in zip(reps.items(), computed):
-            if cache_dir:
-                store.atomic_write_json(cache_dir / f"{key}.json", {"lambda0": float(lam), "key": key})
-        by_key = dict(zip(reps.keys(), computed))
-        for i in missing:
-            values[i] = float(by_key[lambda0_key(cfgs[i])])
-    return np.asarray(values, np.float64)
-
-
-def _read_lambda0(cache_dir: Path, key: str) -> Optional[float]:
-    import json
-
-    try:
-        return float(json.loads((cache_dir / f"{key}.json").read_text())["lambda0"])
-    except (FileNotFoundError, KeyError, ValueError):
-        return None
 
 
 # ----------------------------------------------------------------------------- outcomes
@@ -235,18 +199,7 @@ def _train_and_record(runs: list[RunSpec], sweep: Path, progress: Optional[Calla
         ensure_float64(cfgs)
         workload = build_workload(cfgs[0], dataset)
         t_data = time.perf_counter() - t0
-        lambda0 = None
-        lr_abs = np.asarray([float(c.lr) for c in cfgs])
-        lr_init_abs = np.asarray([float(c.lr_init) for c in cfgs])
-        if str(getattr(cfgs[0].lr_unit, "value", cfgs[0].lr_unit)) == "sharpness":
-            lambda0 = initial_sharpness(workload, cfgs, sweep)
-            lr_abs, lr_init_abs = lr_abs / lambda0, lr_init_abs / lambda0
-        plan = plan_cohort(cfgs, lrs=lr_abs, lr_inits=lr_init_abs)
-        eta_c_fields = [{} for _ in cfgs]
-        if str(cfgs[0].lr_init_mode) == "eta_c":  # Section 6.1: start warmup at eta_c, same warmup rate
-            lr_init_abs, warmups, eta_c_fields = start_at_eta_c(CohortTrainer(workload, plan), cfgs, lr_abs, lambda0)
-            plan = plan_cohort(cfgs, lrs=lr_abs, lr_inits=lr_init_abs)
-            plan.hyper = plan.hyper._replace(warmup=jnp.asarray(warmups, jnp.float32))
+        plan = resolve_plan(workload, cfgs, sweep)
         trainer = CohortTrainer(workload, plan)
         cb = (lambda done: progress(done, trainer.steps + 1)) if progress else None
         restored = checkpointer.restore(trainer) if checkpointer else None
@@ -261,9 +214,10 @@ def _train_and_record(runs: list[RunSpec], sweep: Path, progress: Optional[Calla
     for m, spec in enumerate(runs):
         final = {k: float(v[m]) for k, v in result.final.items()}
         outcome, summary = summarize(
-            spec.cfg, result.traces[m], final, result.divergence_step[m], float(lr_abs[m]),
-            float(lr_init_abs[m]), None if lambda0 is None else float(lambda0[m]), dataset, result.steps_run[m])
-        summary.update(eta_c_fields[m])
+            spec.cfg, result.traces[m], final, result.divergence_step[m], float(plan.lr[m]),
+            float(plan.lr_init[m]), None if plan.lambda0 is None else float(plan.lambda0[m]), dataset,
+            result.steps_run[m])
+        summary.update(plan.member_fields[m])
         if result.catapult is not None:
             summary.update(result.catapult[m])
         rec = _base_record(spec, sweep_name)

@@ -13,6 +13,7 @@ import pandas as pd
 
 from sweep import store
 from sweep.config import ConfigError
+from sweep.identity import in_lambda0_units
 from sweep.dispatch import jobs
 from sweep.dispatch import manifest as mf
 
@@ -242,7 +243,7 @@ def summary_frame(status: SweepStatus) -> pd.DataFrame:
             row = summary_row(rec)
         except (KeyError, TypeError, AttributeError):
             continue
-        if row.get("lr_over_lambda0") is None and row.get("lr_unit") == "sharpness":
+        if row.get("lr_over_lambda0") is None and in_lambda0_units(row.get("lr_unit")):
             row["lr_over_lambda0"] = rec["config"].get("lr")  # configured in units of 1/lambda0
         rows.append(row)
     return pd.DataFrame(rows)
