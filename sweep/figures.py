@@ -1,7 +1,8 @@
 """Paper figures as data: which experiments produce a figure, at which scale, and how it is drawn.
 
 Every figure of Kalra & Barkeshli, "Why Warmup the Learning Rate?" (fig1 .. fig31), plus `gilmer2`
-and the README `demo`, is a `Figure`: its experiments (conf/experiment/<name>.yaml, which hold the
+and the README `demo`, and the supporting papers' diagnostics figures (`gilmer4`, `gilmer16`,
+`jastrzebski4`, `agarwala3`; drawn by sweep/plot_diagnostics.py) is a `Figure`: its experiments (conf/experiment/<name>.yaml, which hold the
 *paper* settings of Appendix D and cite it) and the `sweep plot` calls that draw it. Experiments of one
 figure share one sweep (results/<sweep>), so panels that are not a product grid (Figure 3's (SP, MSE),
 (muP, xent), (SP, xent)) land in one table and one faceted figure.
@@ -64,6 +65,28 @@ class Figure:
     quick: Scale | None = None  # None: the figure is already laptop-sized (gilmer2, demo)
     sweep: str | None = None  # results/<sweep>[_quick]; default: the figure's name
     paper: str = ""  # the paper settings in one line (for --list and docs/figures.md)
+    source: str = ""  # the title head of a figure of another paper, e.g. "Gilmer et al. 2022 Fig. 4"
+    requires: tuple[str, ...] = ()  # config keys (probe switches) the experiments set; see missing()
+
+    def missing(self) -> list[str]:
+        """The required config keys this version's schema lacks (a diagnostic not implemented yet)."""
+        from sweep import config
+
+        out = []
+        for key in self.requires:
+            node: object = config.Config()
+            for part in key.split("."):
+                if not hasattr(node, part):
+                    out.append(key)
+                    break
+                node = getattr(node, part)
+        return out
+
+    def check_available(self) -> None:
+        missing = self.missing()
+        if missing:
+            raise ConfigError(f"figure {self.name} needs {', '.join(missing)}, which this version's config "
+                              "schema does not have yet (its probe is not implemented)")
 
     def scale(self, name: str) -> Scale:
         if name not in SCALES:
@@ -85,7 +108,7 @@ class Figure:
         """First title line of every panel figure: which figure, which scale, which reductions."""
         s = self.scale(scale)
         number = self.name.removeprefix("fig")
-        head = f"Kalra & Barkeshli Fig. {number}" if number.isdigit() else self.name
+        head = self.source or (f"Kalra & Barkeshli Fig. {number}" if number.isdigit() else self.name)
         text = f"{head} · {scale}: {s.reductions}"
         if science_overrides(extra):
             text += " · extra overrides: " + " ".join(science_overrides(extra))
@@ -182,6 +205,32 @@ def _traj(facet: str) -> tuple[PlotCall, ...]:
 def _heat(metric: str, facet: str) -> tuple[PlotCall, ...]:
     return (PlotCall("heatmap", ("--metric", metric, "--facet", facet)),)
 
+
+# The supporting papers' figures (sweep/plot_diagnostics.py). The quick scales swap the paper's
+# architectures for FCNs on the 5k CIFAR-10 subset, as the phase-diagram families do.
+GILMER4_QUICK = (
+    "model=fcn", "model.width=256", *_CIFAR_QUICK, "data.augment.flip=false", "data.augment.crop=0",
+    "loss=mse", "lr_unit=sharpness", "lr=32", "optimizer.momentum=0.0", "batch_size=512", "decay=none",
+    "steps=300", "warmup=1,16,64,256", "probe.dtype=float32", "probe.batch_size=1000", "probe.dense_steps=32",
+    "probe.every=8")
+GILMER4_QUICK_TEXT = ("FCN-4-256 SP instead of WRN, 5k CIFAR-10, MSE, SGD B=512 (no momentum, no decay), "
+                      "peak 32/lambda0, 300 steps, T_wrm 1,16,64,256, sharpness on 1k examples")
+GILMER16_QUICK = (
+    "model=fcn", "model.width=256", *_CIFAR_QUICK, "data.augment.flip=false", "data.augment.crop=0",
+    "loss=mse", "lr_unit=sharpness", "lr=8", "optimizer.momentum=0.0", "decay=none", "warmup=64",
+    "steps=300", "batch_size=32,128,512,0", "probe.dtype=float32", "probe.batch_size=1000", "probe.every=10")
+GILMER16_QUICK_TEXT = ("FCN-4-256 SP instead of WRN, 5k CIFAR-10, MSE, SGD (no momentum, no decay), "
+                       "8/lambda0, T_wrm 64, 300 steps, B 32,128,512,full, sharpness on 1k examples")
+JASTRZEBSKI4_QUICK = (
+    "model=fcn", "model.width=256", *_CIFAR_QUICK, "data.augment.flip=false", "data.augment.crop=0",
+    "steps=300", "lr=0.01,0.04,0.16", "batch_size=16,128,512", "probe.grad_cov=128", "probe.every=10")
+JASTRZEBSKI4_QUICK_TEXT = ("FCN-4-256 SP instead of WRN, 5k CIFAR-10, SGD, 300 steps, lr 0.01,0.04,0.16 x "
+                           "B 16,128,512, K from 128 per-example gradients every 10 steps")
+AGARWALA3_QUICK = (
+    "model.width=256", "steps=400", "lr=pow2(-4,2,2)", "batch_size=8,32", "probe.ntk_trace=128",
+    "probe.batch_size=1000", "probe.every=20")
+AGARWALA3_QUICK_TEXT = ("FCN-3-256, 5k CIFAR-10, MSE, SGD B 8,32, 400 steps, lr 2^-4..2^2/lambda0 (every 2nd), "
+                        "NTK trace of 128 examples every 20 steps")
 
 _TREACH = (PlotCall("treach", ("--facet", "")), PlotCall("heatmap", ("--metric", "best_test_acc", "--facet", "")))
 
@@ -332,6 +381,34 @@ _FIGURES = (
            "(FCN on digits, default and 2x init)",
            ("gilmer2",), (PlotCall("scatter", ("--facet", "param.init_scale")),),
            paper="FCN-4-256 on digits, MSE, SGD B=128, 300 steps (laptop-sized)"),
+    Figure("gilmer4", "Gilmer et al. Figs. 4/15: warmup pushes the trajectory to flatter regions; lambda_1 "
+           "tracks 2/eta_t during warmup, no warmup diverges",
+           ("gilmer4",), (PlotCall("warmup_push", ("--facet", "")),),
+           _quick(GILMER4_QUICK, GILMER4_QUICK_TEXT, 5),
+           paper="WRN-16-4 (LayerNorm; theirs: WRN-28-10 w/o BN), CIFAR-10, xent, SGD-M 0.9 B=2048, peak 0.1, "
+                 "cosine, 7324 steps, T_wrm 1,100,1000,4000",
+           source="Gilmer et al. 2022 Figs. 4, 15"),
+    Figure("gilmer16", "Gilmer et al. Fig. 16: mid-training sharpness sits below 2/eta at small batch size and "
+           "approaches it as the batch grows",
+           ("gilmer16",), (PlotCall("batch_sharpness", ("--facet", "")),),
+           _quick(GILMER16_QUICK, GILMER16_QUICK_TEXT, 6),
+           paper="WRN-16-4 (LayerNorm), CIFAR-10, xent, SGD-M 0.9, peak 0.1, T_wrm 1000, cosine, 7324 steps, "
+                 "B 32,128,512,2048",
+           source="Gilmer et al. 2022 Fig. 16"),
+    Figure("jastrzebski4", "Jastrzebski et al. 2020 Fig. 4: larger lr or smaller batch -> lower maximum of "
+           "lambda_1^K (and Tr K) along training (break-even point)",
+           ("jastrzebski4",), (PlotCall("grad_cov", ("--facet", "")),),
+           _quick(JASTRZEBSKI4_QUICK, JASTRZEBSKI4_QUICK_TEXT, 6),
+           paper="WRN-16-4 (theirs: SimpleCNN / ResNet-32), CIFAR-10, xent, SGD, lr 0.01,0.05,0.1 x B 10,100,128, "
+                 "20000 steps, K from 128 per-example gradients",
+           source="Jastrzebski et al. 2020 Fig. 4", requires=("probe.grad_cov",)),
+    Figure("agarwala3", "Agarwala & Pennington 2024 Figs. 3, 5: noise kernel norm K (NTK trace) against the "
+           "stochastic edge of stability K = 1 over lr and batch size",
+           ("agarwala3",), (PlotCall("noise_kernel", ("--facet", "")),),
+           _quick(AGARWALA3_QUICK, AGARWALA3_QUICK_TEXT, 6),
+           paper="FCN-3-512 (theirs: 2 hidden layers on MNIST), 5k CIFAR-10, MSE, SGD B 8,32,128, 20000 steps, "
+                 "lr 2^-4..2^2/lambda0, NTK trace of 256 examples",
+           source="Agarwala & Pennington 2024 Figs. 3, 5", requires=("probe.ntk_trace",)),
     Figure("demo", "The README demo: FCN on digits, SP and muP, phase diagram and trajectories",
            ("demo",), (PlotCall("heatmap"), PlotCall("trajectories")),
            paper="FCN-4-256 on digits, SGD B=128, 300 steps (laptop-sized)"),

@@ -47,6 +47,8 @@ def listing() -> str:
         quick = fig.scale("quick")
         minutes = f" (~{quick.minutes:g} min on a 2-core CPU)" if quick.minutes else ""
         lines.append(f"{'':8s}   quick: {quick.reductions}{minutes}")
+        if fig.missing():
+            lines.append(f"{'':8s}   needs: {', '.join(fig.missing())} (not in this version's config schema yet)")
     return "\n".join(lines)
 
 
@@ -133,6 +135,8 @@ def command(args: argparse.Namespace) -> int:
     style = tuple(style_argv(args))
     print(f"{fig.name} [{scale}]: {fig.description}")
     print(f"  {fig.title(scale, overrides)}")
+    if not args.plot_only:
+        fig.check_available()  # a diagnostic figure whose probe switch this version lacks: one clear line
     if args.dry_run:
         for argv in plot_argvs(fig, scale, overrides, args.format, style):
             print(f"  would draw: sweep plot {shlex.join(argv)}")

@@ -1,4 +1,7 @@
-"""`sweep plot <sweep_dir>`: phase-diagram heatmaps, trajectories, T_reach/T_save, sharpness scatter.
+"""`sweep plot <sweep_dir>`: phase-diagram heatmaps, trajectories, T_reach/T_save, sharpness scatter,
+and the supporting papers' diagnostics (sweep/plot_diagnostics.py): warmup_push and batch_sharpness
+(Gilmer et al. Figs. 4/15 and 16), grad_cov (Jastrzebski et al. Fig. 4), noise_kernel (Agarwala &
+Pennington Figs. 3, 5, 6).
 
 Each figure is written as <sweep_dir>/figures/<name>.png and .pdf with a <name>.json sidecar naming
 the command line and the data files (with row counts) it was drawn from, so a figure can be traced
@@ -13,11 +16,15 @@ from pathlib import Path
 # pandas, matplotlib and the plotting module are imported when a figure is drawn, not to build `--help`.
 
 KINDS = ("heatmap", "trajectories", "treach", "scatter")
+# The supporting papers' figures (sweep/plot_diagnostics.py). With --kind all, grad_cov and noise_kernel
+# are drawn when their probe columns were recorded; warmup_push and batch_sharpness need a sweep built
+# for them (several warmups at one lr / several batch sizes) and are drawn only when asked for.
+DIAGNOSTIC_KINDS = ("warmup_push", "batch_sharpness", "grad_cov", "noise_kernel")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("sweep_dir", help="the sweep folder, results/<sweep_name>")
-    parser.add_argument("--kind", default="all", choices=(*KINDS, "all"),
+    parser.add_argument("--kind", default="all", choices=(*KINDS, *DIAGNOSTIC_KINDS, "all"),
                         help="which figure(s); 'all' draws every kind the data supports")
     parser.add_argument("--metric", default=None,
                         help="heatmap colour: best_test_acc (default when measured), final_test_loss, "
@@ -32,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="trajectories: target lr (in --lr-units); default: near the divergence boundary")
     parser.add_argument("--step", type=int, default=None,
                         help="scatter: the training step of the right panel (default: the longest warmup)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="noise_kernel: the batch size of panel (a) (default: the smallest)")
     parser.add_argument("--format", default="png,pdf", help="comma-separated file formats (default png,pdf)")
     add_style_arguments(parser)
     parser.add_argument("--title", default=None,
@@ -130,7 +139,8 @@ def command_line(args: argparse.Namespace) -> str:
     """The canonical command that regenerates these figures."""
     parts = ["sweep", "plot", args.sweep_dir, "--kind", args.kind]
     for flag, value in (("--metric", args.metric), ("--facet", args.facet), ("--lr-units", args.lr_units),
-                        ("--lr", args.lr), ("--step", args.step), ("--format", args.format)):
+                        ("--lr", args.lr), ("--step", args.step),
+                        ("--batch-size", getattr(args, "batch_size", None)), ("--format", args.format)):
         if value is not None:
             parts += [flag, str(value)]
     parts += style_argv(args)
@@ -201,6 +211,32 @@ def _figures(args: argparse.Namespace, summary, traces) -> list[tuple[str, objec
     if "scatter" in wanted and (has_lambda0 or args.kind != "all"):
         name = "sharpness_scatter" + ("" if args.step is None else f"_step{args.step}")
         out.append((name, lambda: plot.sharpness_scatter(summary, traces, step=args.step, facet=args.facet)))
+    out += _diagnostic_figures(args, traces)
+    return out
+
+
+def _has(traces, *cols: str) -> bool:
+    return any(c in traces and traces[c].notna().any() for c in cols)
+
+
+def _diagnostic_figures(args: argparse.Namespace, traces) -> list[tuple[str, object]]:
+    """(name, builder) of the supporting papers' figures that were asked for (or, with 'all', that the
+    recorded probe columns support)."""
+    from sweep import plot_diagnostics as diag
+
+    kind = args.kind
+    out = []
+    if kind == "warmup_push":
+        name = "warmup_push" + ("" if args.lr is None else f"_lr{args.lr:g}")
+        out.append((name, lambda: diag.warmup_push(traces, lr=args.lr, lr_units=args.lr_units, facet=args.facet)))
+    if kind == "batch_sharpness":
+        out.append(("batch_sharpness", lambda: diag.batch_sharpness(traces, facet=args.facet)))
+    if kind == "grad_cov" or (kind == "all" and _has(traces, "grad_cov_top", "grad_cov_trace")):
+        metrics = [m.strip() for m in args.metric.split(",")] if kind == "grad_cov" and args.metric else None
+        out.append(("grad_cov", lambda: diag.grad_cov(traces, metrics=metrics, facet=args.facet)))
+    if kind == "noise_kernel" or (kind == "all" and _has(traces, "ntk_trace", *diag.NOISE_KERNEL_COLUMNS)):
+        out.append(("noise_kernel", lambda: diag.noise_kernel(traces, batch_size=getattr(args, "batch_size", None),
+                                                               facet=args.facet)))
     return out
 
 
