@@ -248,6 +248,8 @@ class ProbeConfig:
     final_train_examples: int = 10000
     # registered diagnostics (sweep/diagnostics/): each off at its default
     hessian_trace: int = added(0)  # Hutchinson probe vectors per probe (0 = off)
+    grad_cov: int = added(0)  # examples of the gradient covariance K (lambda_1^K, Tr K; 0 = off)
+    ntk_trace: int = added(0)  # examples of the empirical NTK trace (0 = off)
 
 
 @dataclass
@@ -491,6 +493,14 @@ def validate(cfg: Any) -> None:
         (cfg.data.subset >= 0, f"data.subset={cfg.data.subset}: must be >= 0 (0 = the whole training set)"),
         (cfg.seed >= 0 and cfg.data_seed >= 0, "seed and data_seed must be >= 0"),
         (cfg.probe.lanczos_iters >= 2, f"probe.lanczos_iters={cfg.probe.lanczos_iters}: must be >= 2"),
+        (cfg.probe.get("hessian_trace", 0) >= 0,
+         f"probe.hessian_trace={cfg.probe.get('hessian_trace')}: must be >= 0 (probe vectors; 0 = off)"),
+        (cfg.probe.get("grad_cov", 0) == 0 or 2 <= cfg.probe.get("grad_cov", 0) <= cfg.probe.batch_size,
+         f"probe.grad_cov={cfg.probe.get('grad_cov')}: must be 0 (off) or between 2 and probe.batch_size "
+         f"({cfg.probe.batch_size}) examples"),
+        (0 <= cfg.probe.get("ntk_trace", 0) <= cfg.probe.batch_size,
+         f"probe.ntk_trace={cfg.probe.get('ntk_trace')}: must be 0 (off) or between 1 and probe.batch_size "
+         f"({cfg.probe.batch_size}) examples"),
         (cfg.probe.dtype in ("float32", "float64"), f"probe.dtype={cfg.probe.dtype}: allowed float32, float64"),
         (cfg.probe.members in ("auto", "vmap", "map"), f"probe.members={cfg.probe.members}: allowed auto, vmap, map"),
         (cfg.param.init_scale > 0, f"param.init_scale={cfg.param.init_scale}: must be > 0"),
