@@ -1,5 +1,5 @@
 """The registered diagnostics (sweep/diagnostics/) against independent dense computations on a tiny
-model: a 2-layer FCN of width 8 on data=synthetic (P = 244 parameters), whose Hessian, per-example
+model: a 2-layer FCN of width 8 on data=synthetic (P = 172 parameters), whose Hessian, per-example
 gradients and output Jacobian are small enough to build explicitly with jax.hessian / jax.jacrev."""
 from __future__ import annotations
 
