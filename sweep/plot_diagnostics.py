@@ -533,6 +533,7 @@ def noise_kernel(traces_df: pd.DataFrame, batch_size: int | None = None,
             ax_t.plot(p["step"].tail(1), p["_K"].tail(1), "x", color=colour[v], ms=8, mew=2)
     ax_t.axhline(1.0, color="k", ls="--", lw=1)
     ax_t.set_xscale("symlog", linthresh=1)
+    ax_t.set_xlim(left=0)
     ax_t.set_yscale("log")
     ax_t.set_xlabel("step $t$")
     ax_t.set_ylabel(r"noise kernel norm $\mathcal{K}$")
