@@ -3,6 +3,7 @@
     python benchmarks/run_all.py --quick      # CPU size: the 8-run grid + compile + probe checks
     python benchmarks/run_all.py              # also the 48-run, 1,000-step grid
     python benchmarks/run_all.py --only compile probe    # parts: grid8 grid48 compile probe probe_lm
+    python benchmarks/run_all.py --quick --lanczos-stop residual gap   # ours once per stopping rule
 
 Every measurement runs in a fresh Python process (its own jax, its own compilation cache), one
 after another, so the numbers of one invocation are comparable; ratios are taken inside it.
@@ -106,6 +107,13 @@ def worker_ours(grid_name: str, extra: list[str]) -> dict:
     from sweep.runner import dataset_for, initial_sharpness
     from sweep.workload import build_workload
 
+    stop = os.environ.get("SWEEP_BENCH_LANCZOS_STOP", "residual")
+    if stop != "residual":  # the engine calls curvature.lanczos_unless_done with the default rule
+        import functools
+
+        from sweep import curvature
+
+        curvature.lanczos_unless_done = functools.partial(curvature.lanczos_unless_done, stop=stop)
     counter = CompileCounter()
     cfgs = _configs(GRIDS[grid_name], extra)
     dataset = dataset_for(cfgs[0])
@@ -155,7 +163,8 @@ def worker_ours(grid_name: str, extra: list[str]) -> dict:
             "hvps_per_probe_median": float(np.median(hvps)) if hvps else 0.0,
             "probes": len(hvps), "converged_or_failed": int(sum(outcomes)), "runs": len(cfgs),
             "cohorts": len(trainers), "program_traces": dict(getattr(engine, "PROGRAM_TRACES", {})),
-            "backend_compiles": counter.n, "backend_compile_s": counter.secs, "device": _device()}
+            "backend_compiles": counter.n, "backend_compile_s": counter.secs, "device": _device(),
+            "lanczos_stop": stop}
 
 
 # ----------------------------------------------------------------------------- baseline
@@ -390,6 +399,9 @@ def main() -> None:
                     help="probe_lm part: folder with WikiText-2 raw (LM-4-128 probe memory)")
     ap.add_argument("--baseline-runs", type=int, default=0,
                     help="time only the first N runs of the baseline and scale to the grid (marked *)")
+    ap.add_argument("--lanczos-stop", nargs="+", choices=["residual", "gap"], default=["residual"],
+                    help="grid parts: time ours once per Lanczos stopping rule (sweep.curvature.lanczos_top "
+                         "stop=; residual is the engine's); the first one is the table's main row")
     ap.add_argument("--worker", nargs="+", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--json-out", default=None, help=argparse.SUPPRESS)
     ap.add_argument("overrides", nargs="*", help="extra config overrides for every part")
@@ -416,14 +428,19 @@ def main() -> None:
     t_all = time.perf_counter()
     for grid in [p for p in parts if p.startswith("grid")]:
         cache = {**os.environ, "SWEEP_JAX_CACHE": os.path.join(tmp, f"cache-{grid}")}
-        ours = _spawn(["ours", grid, *args.overrides], cache)
-        print(f"[{grid}] ours {ours['total_s']:.1f} s", flush=True)
+        by_stop = {}
+        for stop in args.lanczos_stop:
+            env = {**os.environ, "SWEEP_JAX_CACHE": os.path.join(tmp, f"cache-{grid}-{stop}"),
+                   "SWEEP_BENCH_LANCZOS_STOP": stop}
+            by_stop[stop] = _spawn(["ours", grid, *args.overrides], env)
+            print(f"[{grid}] ours (lanczos stop={stop}) {by_stop[stop]['total_s']:.1f} s", flush=True)
+        ours = by_stop[args.lanczos_stop[0]]
         base = _spawn(["baseline", grid, str(args.baseline_runs), *args.overrides], env_off)
         if base["runs"] < base["runs_in_grid"]:
             scale = base["runs_in_grid"] / base["runs"]
             base = {**base, "total_s": base["total_s"] * scale, "extrapolated": True}
         print(f"[{grid}] baseline {base['total_s']:.1f} s", flush=True)
-        results[grid] = {"ours": ours, "baseline": base}
+        results[grid] = {"ours": ours, "baseline": base, "ours_by_stop": by_stop}
     if "compile" in parts:
         cold = _spawn(["compile", *args.overrides], env_cold)
         warm = _spawn(["compile", *args.overrides], env_cold)
@@ -448,10 +465,16 @@ def main() -> None:
         print("-" * 101)
         for grid in ("grid8", "grid48"):
             if grid in results:
-                print(_row(grid, results[grid]["ours"], results[grid]["baseline"]))
+                for stop, o in results[grid]["ours_by_stop"].items():
+                    label = grid if len(results[grid]["ours_by_stop"]) == 1 else f"{grid}:{stop[:3]}"
+                    print(_row(label, o, results[grid]["baseline"]))
         for grid in ("grid8", "grid48"):
             if grid in results:
                 o, b = results[grid]["ours"], results[grid]["baseline"]
+                for stop, so in results[grid]["ours_by_stop"].items():
+                    print(f"  {grid} ours, lanczos stop={stop}: {so['hvps_per_probe_mean']:.2f} HVPs per warm probe "
+                          f"(median {so['hvps_per_probe_median']:.0f}), {so['hvps_total']} HVPs, probes "
+                          f"{so['probe_s']:.1f} s = {100 * so['probe_s'] / so['total_s']:.0f}% of {so['total_s']:.1f} s")
                 print(f"  {grid}: ours {o['cohorts']} cohort(s), {o['probes']} warm probes, median "
                       f"{o['hvps_per_probe_median']:.0f} HVPs, {o['hvps_total']} HVPs in all, probes "
                       f"{100 * o['probe_s'] / o['total_s']:.0f}% of ours; {o['backend_compiles']} XLA compiles "
