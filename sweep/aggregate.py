@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from sweep import columns, probes, store
-from sweep.config import ConfigError
+from sweep.errors import ConfigError, SweepDirError  # noqa: F401
 from sweep.identity import in_lambda0_units
 
 log = logging.getLogger(__name__)
@@ -44,8 +44,6 @@ TRACE_CONTEXT_RENAMES = {"lr": "target_lr", "lr_over_lambda0": "target_lr_over_l
 TRACE_CONTEXT_EXTRA = ("outcome", "lambda0", "divergence_step")
 
 
-class SweepDirError(ConfigError):
-    """The path given is not a sweep directory (no runs/ folder)."""
 
 
 CorruptRecord = store.CorruptRun  # a run directory whose record.json or trace.parquet cannot be used

@@ -9,7 +9,6 @@ kill during a save leaves the previous checkpoint intact.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import time
@@ -36,18 +35,6 @@ def arrays_to_rows(arrays: dict[str, Any]) -> list:
     arrays = {k: np.asarray(v) for k, v in arrays.items()}
     steps = arrays.pop("step")
     return [(int(s), {k: v[r] for k, v in arrays.items()}) for r, s in enumerate(steps)]
-
-
-def trainer_fingerprint(trainer: Any) -> str:
-    """What a checkpoint must match to be resumed: the cohort's shapes and every member's scalars.
-    A checkpoint of another member list (e.g. some runs finished meanwhile) is not reused."""
-    from sweep.identity import cohort_key
-
-    h = hashlib.sha256(cohort_key(trainer.cfg).encode())
-    h.update(f"{trainer.steps}:{trainer.chunk}:{trainer.k}".encode())
-    for arr in (trainer.plan.seeds, trainer.plan.init_scales, trainer.plan.catapult_eta0, *trainer.plan.hyper):
-        h.update(np.ascontiguousarray(np.asarray(arr)).tobytes())
-    return h.hexdigest()[:20]
 
 
 class Checkpointer:
@@ -77,18 +64,19 @@ class Checkpointer:
         return self.directory.is_dir() and any(p.name.isdigit() for p in self.directory.iterdir())
 
     # ---------------------------------------------------------------- API used by the runner
-    def restore(self, trainer: Any) -> Optional[dict]:
-        """The saved state as `trainer.run` kwargs (carry, start, rows), or None to start fresh.
+    def restore(self, fingerprint: str, template: Callable[[], Any]) -> Optional[dict]:
+        """The saved state as `CohortTrainer.run` kwargs (carry, start, rows), or None to start fresh.
 
-        The template for the carry (its tree, shapes and dtypes) is `trainer.initial_state()`;
-        `run` derives everything else it needs itself."""
+        `fingerprint` (`CohortTrainer.layout_fingerprint()`) is what a checkpoint must match to be
+        resumed; `template()` builds a carry of the right tree, shapes and dtypes to restore into
+        (`CohortTrainer.initial_state`), called only when a checkpoint exists."""
         import orbax.checkpoint as ocp
 
-        self.fingerprint = trainer_fingerprint(trainer)
+        self.fingerprint = fingerprint
         self._last_save, self._chunks = time.monotonic(), 0
         if not self.exists():
             return None
-        template = trainer.initial_state()
+        template = template()
         mgr = self._manager()
         try:
             step = mgr.latest_step()

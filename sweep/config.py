@@ -13,6 +13,8 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from sweep.errors import ConfigError  # noqa: F401  (raised here; importable from here as before)
+
 
 def added(default: Any) -> Any:
     """A schema key added after run ids froze (see sweep/identity.py): at `default` a run hashes as
@@ -37,8 +39,6 @@ def added_keys(schema: Any = None, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-class ConfigError(ValueError):
-    """A user error in the configuration; the CLI prints it as one line."""
 
 
 class Loss(str, Enum):

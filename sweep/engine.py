@@ -14,6 +14,7 @@ The host reads back one chunk of per-iteration scalars at a time and keeps the p
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from collections import Counter
@@ -668,6 +669,15 @@ class CohortTrainer:
         return np.asarray(jax.device_get(self._run_shared(f"lambda0_{iters}", prog, members, self.w.data)))
 
     # ---------------------------------------------------------------- driver
+    def layout_fingerprint(self) -> str:
+        """What a checkpoint must match to be resumed: the cohort's shapes and every member's scalars.
+        A checkpoint of another member list (e.g. some runs finished meanwhile) is not reused."""
+        h = hashlib.sha256(cohort_key(self.cfg).encode())
+        h.update(f"{self.steps}:{self.chunk}:{self.k}".encode())
+        for arr in (self.plan.seeds, self.plan.init_scales, self.plan.catapult_eta0, *self.plan.hyper):
+            h.update(np.ascontiguousarray(np.asarray(arr)).tobytes())
+        return h.hexdigest()[:20]
+
     def initial_state(self) -> Carry:
         n = int(self.w.data.x_train.shape[0])
         members = self.init_members()

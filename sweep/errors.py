@@ -1,8 +1,19 @@
-"""User errors: mistakes the user can fix. The CLI prints them as one line, never a traceback."""
+"""User errors, all in this module: mistakes the user can fix. The CLI prints them as one line, never
+a traceback. Modules raise these classes; nothing here imports the rest of the package."""
 from __future__ import annotations
 
-from sweep.config import ConfigError
-from sweep.data.base import DataError
+
+
+class ConfigError(ValueError):
+    """A user error in the configuration (unknown key, bad value); the CLI prints it as one line."""
+
+
+class DataError(RuntimeError):
+    """A data set is missing or malformed; the message says how to provide it (one line)."""
+
+
+class SweepDirError(ConfigError):
+    """The path given is not a sweep directory (no runs/ folder)."""
 
 
 class SlurmError(RuntimeError):
@@ -13,7 +24,7 @@ class GridError(ValueError):
     """A grid expands to nothing, or to more runs than allowed."""
 
 
-UserError = (ConfigError, DataError, SlurmError, GridError)
+UserError = (ConfigError, DataError, SlurmError, GridError)  # SweepDirError is a ConfigError
 
 
 def format_user_error(exc: BaseException) -> str:

@@ -468,4 +468,3 @@ def until_divergence(runs: Sequence[RunSpec], sweep: Path,
         train(new)
 
 
-_is_sweep = is_sweep  # the name older callers import

@@ -460,8 +460,9 @@ def noise_kernel_norm(traces_df: pd.DataFrame) -> tuple[pd.Series, str]:
     A recorded noise-kernel column (NOISE_KERNEL_COLUMNS) is used as is. Otherwise K is estimated from
     the NTK trace by Agarwala & Pennington's trace approximation (their Eq. 11, all eta*lambda_i << 2):
         K_tr = (1 - B/D) * eta_t * tr(Theta) / (2 B D)  =  eta_t * ntk_trace / (2 B)  (B << D),
-    with `ntk_trace` = tr(Theta)/D, the NTK trace per example (the mean squared norm of the output
-    Jacobian, as sweep/diagnostics records it); the S-EOS is K = 1. Full batch (B = 0): K = 0."""
+    with `ntk_trace` = tr(Theta)/D = tr(Theta-hat), D = examples x outputs per example: the mean
+    squared norm of one output component's gradient, as sweep/diagnostics/ntk.py records it; the
+    S-EOS is K = 1. Full batch (B = 0): K = 0."""
     for col in NOISE_KERNEL_COLUMNS:
         if col in traces_df and traces_df[col].notna().any():
             return pd.to_numeric(traces_df[col], errors="coerce"), col

@@ -202,7 +202,8 @@ def _train_and_record(runs: list[RunSpec], sweep: Path, progress: Optional[Calla
         plan = resolve_plan(workload, cfgs, sweep)
         trainer = CohortTrainer(workload, plan)
         cb = (lambda done: progress(done, trainer.steps + 1)) if progress else None
-        restored = checkpointer.restore(trainer) if checkpointer else None
+        restored = (checkpointer.restore(trainer.layout_fingerprint(), trainer.initial_state)
+                    if checkpointer else None)
         kwargs = dict(restored) if restored else {}
         result: CohortResult = trainer.run(progress=cb, on_chunk=checkpointer.save if checkpointer else None,
                                            **kwargs)

@@ -193,12 +193,13 @@ def test_resume_mid_warmup_matches_uninterrupted(compose_cfg, tmp_path):
 
     ckpt = Checkpointer(tmp_path / "ck", every_s=1e9, after_requested_save=stop)
     trainer = _trainer(cfgs, chunk=4)[1]
-    ckpt.restore(trainer)
+    ckpt.restore(trainer.layout_fingerprint(), trainer.initial_state)
     ckpt.request()
     with pytest.raises(Stop):
         trainer.run(on_chunk=ckpt.save)  # saved after the first chunk (updates 1-4), mid-warmup
     resumed_trainer = _trainer(cfgs, chunk=4)[1]
-    state = Checkpointer(tmp_path / "ck").restore(resumed_trainer)
+    state = Checkpointer(tmp_path / "ck").restore(resumed_trainer.layout_fingerprint(),
+                                                   resumed_trainer.initial_state)
     assert state is not None and state["start"] == 4
     resumed = resumed_trainer.run(**state)
     assert resumed.catapult == truth.catapult and truth.catapult[1]["t_reach"] > 4

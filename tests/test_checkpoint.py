@@ -38,7 +38,7 @@ def test_resumed_cohort_matches_uninterrupted(compose_cfg, tmp_path):
         raise Preempted
 
     ckpt = Checkpointer(tmp_path / "ck", every_s=1e9, every_chunks=2, after_requested_save=stop)
-    assert ckpt.restore(trainer) is None  # nothing saved yet
+    assert ckpt.restore(trainer.layout_fingerprint(), trainer.initial_state) is None  # nothing saved yet
 
     def on_chunk(carry, next_start, rows):
         if ckpt.save(carry, next_start, rows):
@@ -49,7 +49,8 @@ def test_resumed_cohort_matches_uninterrupted(compose_cfg, tmp_path):
     assert ckpt.saves == 2
 
     resumed_trainer = _trainer(compose_cfg, overrides, lrs, chunk=8)  # a fresh process, in effect
-    state = Checkpointer(tmp_path / "ck").restore(resumed_trainer)
+    state = Checkpointer(tmp_path / "ck").restore(resumed_trainer.layout_fingerprint(),
+                                                   resumed_trainer.initial_state)
     assert state is not None and state["start"] == 24  # 3 chunks of 8 iterations were done
     assert [s for s, _ in state["rows"]] == [0, 3, 6, 9, 12, 15, 18, 21]
     resumed = resumed_trainer.run(**state)
@@ -66,11 +67,11 @@ def test_checkpoint_of_another_cohort_is_not_reused(compose_cfg, tmp_path):
     overrides = TINY + ["steps=20"]
     a = _trainer(compose_cfg, overrides, [0.1, 0.2], chunk=8)
     ckpt = Checkpointer(tmp_path / "ck", every_s=0)
-    ckpt.restore(a)
+    ckpt.restore(a.layout_fingerprint(), a.initial_state)
     ckpt.save(a.initial_state(), 8, [(0, {"loss": np.ones(2, np.float32)})])
     assert ckpt.exists()
     b = _trainer(compose_cfg, overrides, [0.1, 0.3], chunk=8)  # one member's lr differs
-    assert Checkpointer(tmp_path / "ck").restore(b) is None
+    assert Checkpointer(tmp_path / "ck").restore(b.layout_fingerprint(), b.initial_state) is None
     assert not ckpt.exists()  # a stale checkpoint is removed, not kept forever
 
 

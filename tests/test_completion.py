@@ -22,7 +22,7 @@ def test_subcommands_and_options() -> None:
     assert complete(["st"]) == ["status"]
     assert complete(["run", "--d"]) == ["--dry-run"]
     assert {"--width", "--height", "--dpi", "--style", "--context", "--kind"} <= set(complete(["plot", "x", "--"]))
-    assert complete(["plot", "x", "--kind", ""]) == ["heatmap", "trajectories", "treach", "scatter", "all"]
+    assert complete(["plot", "x", "--kind", ""]) == ["heatmap", "trajectories", "treach", "scatter", "warmup_push", "batch_sharpness", "grad_cov", "noise_kernel", "all"]
     assert complete(["plot", "x", "--context", "t"]) == ["talk"]
     assert complete(["plot", "x", "--kind=tr"]) == ["--kind=trajectories", "--kind=treach"]
     assert complete(["run", "--cfg", ""]) == ["job", "hydra", "all"]

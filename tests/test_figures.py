@@ -9,7 +9,7 @@ import pytest
 
 from sweep.cli import main
 from sweep.figures import FIGURES, SCALES, get_figure, merge_overrides
-from sweep.grid import _is_sweep, compose, split_overrides
+from sweep.grid import compose, is_sweep, split_overrides
 from record_factory import realistic_sweep
 
 PAPER_FIGURES = [f"fig{i}" for i in range(1, 32)]
@@ -34,7 +34,7 @@ def _compose(overrides: tuple) -> object:
 
 def _cells(overrides):
     """The grid cells of an experiment as `expand` builds them, without composing each cell."""
-    base = _compose(tuple(o for o in overrides if not _is_sweep(o)))
+    base = _compose(tuple(o for o in overrides if not is_sweep(o)))
     keys = {o.split("=", 1)[0] for o in overrides}
     merged = [f"{k}={v}" for k, v in (base.get("grid") or {}).items() if k not in keys] + list(overrides)
     return base, split_overrides(merged)

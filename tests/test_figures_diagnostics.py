@@ -20,7 +20,7 @@ from sweep import plot_diagnostics as diag  # noqa: E402
 from sweep.cli import main  # noqa: E402
 from sweep.config import ConfigError  # noqa: E402
 from sweep.figures import FIGURES, SCALES, get_figure  # noqa: E402
-from sweep.grid import _is_sweep, compose, split_overrides  # noqa: E402
+from sweep.grid import compose, is_sweep, split_overrides  # noqa: E402
 from record_factory import write_run  # noqa: E402
 
 NEW = ("gilmer4", "gilmer16", "jastrzebski4", "agarwala3")
@@ -261,7 +261,7 @@ def test_kind_all_adds_the_diagnostics_the_traces_support(tmp_path, capsys):
 
 # ----------------------------------------------------------------------------- the figure entries
 def _cells(overrides):
-    base = compose([o for o in overrides if not _is_sweep(o)])
+    base = compose([o for o in overrides if not is_sweep(o)])
     keys = {o.split("=", 1)[0] for o in overrides}
     merged = [f"{k}={v}" for k, v in (base.get("grid") or {}).items() if k not in keys] + list(overrides)
     return base, split_overrides(merged)

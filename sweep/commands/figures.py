@@ -55,11 +55,11 @@ def listing() -> str:
 def sweep_dirs(fig: Figure, scale: str, overrides: list[str]) -> list[str]:
     """The sweep folders the figure's experiments write to, in order, without duplicates."""
     from sweep import store
-    from sweep.grid import _is_sweep, compose
+    from sweep.grid import compose, is_sweep
 
     dirs = []
     for exp in fig.experiments:
-        cfg = compose([o for o in fig.overrides(exp, scale, overrides) if not _is_sweep(o)])
+        cfg = compose([o for o in fig.overrides(exp, scale, overrides) if not is_sweep(o)])
         dirs.append(str(store.sweep_dir(cfg.results_dir, cfg.sweep_name)))
     return list(dict.fromkeys(dirs))
 

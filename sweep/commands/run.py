@@ -27,13 +27,14 @@ def _print_record(rec: dict) -> None:
 
 
 def run_locally(runs: Sequence, sweep: Path, force: bool, claims=None) -> int:
-    """Train every unfinished run, cohort by cohort, in this process. Returns the number of runs
-    that ended in an error record (the rest of the grid still runs). Runs that another live
-    process is training (its claim) are left to it and listed in `claims.busy`."""
+    """Train every unfinished run, cohort by cohort, in this process (execute.execute_cohort, the
+    path array tasks take too). Returns the number of runs that ended in an error record (the rest of
+    the grid still runs). Runs that another live process is training (its claim) are left to it and
+    listed in `claims.busy`."""
     from sweep.claims import Claims
-    from sweep.errors import UserError
-    from sweep.grid import make_cohorts
-    from sweep.runner import pending_runs, run_cohort
+    from sweep.execute import execute_cohort
+    from sweep.grid import Cohort, make_cohorts
+    from sweep.runner import pending_runs
 
     claims = claims if claims is not None else Claims(sweep)
     todo = [c for c in make_cohorts(runs) if pending_runs(c, sweep, force)]
@@ -49,20 +50,14 @@ def run_locally(runs: Sequence, sweep: Path, force: bool, claims=None) -> int:
             bar.update(done - bar.n)
 
         try:
-            records = run_cohort(cohort, sweep, force=force, progress=progress, claims=claims)
-        except UserError:  # a data or config defect: one line, nothing recorded
-            raise
-        except Exception as exc:  # noqa: BLE001 - error records are written; keep going
-            failures += len(members)
-            first = str(exc).splitlines()[0] if str(exc) else ""
-            written = getattr(exc, "error_records_written", 0)
-            saved = (f"{written} error records written; a re-run retries them" if written
-                     else "no error record could be written; a re-run retries these runs")
-            print(f"cohort {cohort.key} failed: {exc.__class__.__name__}: {first} ({saved})", file=sys.stderr)
-            continue
+            result = execute_cohort(Cohort(cohort.key, members), sweep, force=force, claims=claims,
+                                    progress=progress)
         finally:
             bar.close()
-        for rec in records:
+        failures += result.errors
+        if result.message:
+            print(result.message, file=sys.stderr)
+        for rec in result.records:
             _print_record(rec)
     return failures
 

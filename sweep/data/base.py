@@ -7,9 +7,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-
-class DataError(RuntimeError):
-    """A data set is missing or malformed; the message says how to provide it (one line)."""
+from sweep.errors import DataError  # noqa: F401  (raised here; importable from here as before)
 
 
 @dataclass

@@ -128,8 +128,7 @@ class SweepTask(submitit.helpers.Checkpointable):
                 cluster: dict, guard: PreemptionGuard, claims: Any, counts: Counter) -> None:
         """Claim what is left of one cohort and train it (checkpointed, preemption-safe)."""
         from sweep.checkpoint import Checkpointer
-        from sweep.data.base import DataError
-        from sweep.runner import run_cohort, write_error_records
+        from sweep.execute import execute_cohort
 
         todo = [r for r in runs_to_do(cohort, sweep, manifest) if claims.claim(r.run_id)]
         skipped = len(cohort.runs) - len(todo)
@@ -145,17 +144,15 @@ class SweepTask(submitit.helpers.Checkpointable):
             ckpt.request()
         print(f"sweep task {index}: cohort {n + 1}/{n_cohorts} ({len(todo)} runs)", flush=True)
         try:
-            records = run_cohort(part, sweep, force=bool(manifest.get("force")), checkpointer=ckpt, claims=claims)
-        except Exception as exc:  # noqa: BLE001 - error records are written; next cohort
-            if isinstance(exc, DataError):  # raised before any record: record it for `sweep status`
-                write_error_records(todo, sweep, exc)
-            counts["error"] += len(todo)
-            print(f"sweep task {index}: cohort {cohort.key} failed: {exc.__class__.__name__}: {exc}",
-                  file=sys.stderr, flush=True)
-            return
+            result = execute_cohort(part, sweep, force=bool(manifest.get("force")), claims=claims,
+                                    checkpointer=ckpt, unattended=True)
         finally:
             claims.release([r.run_id for r in todo])
-        counts.update(r["outcome"] for r in records)
+        if result.message:  # error records are written; next cohort
+            counts["error"] += result.errors
+            print(f"sweep task {index}: {result.message}", file=sys.stderr, flush=True)
+            return
+        counts.update(result.outcomes)
         if ckpt.restored_start is not None:
             print(f"sweep task {index}: cohort resumed from its checkpoint at step {ckpt.restored_start}",
                   flush=True)

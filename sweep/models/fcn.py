@@ -1,7 +1,7 @@
 """FCN-d-n (Appendix D.2.2): `depth` dense layers of width n, ReLU, readout to the classes."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -25,6 +25,12 @@ class FCN(nn.Module):
     activation: str = "relu"
     use_bias: bool = True
     scheme: Scheme = Scheme()
+
+    @classmethod
+    def from_config(cls, cfg: Any, scheme: Scheme, num_outputs: int) -> "FCN":
+        if cfg.activation not in ACTIVATIONS:
+            raise ValueError(f"model.activation={cfg.activation!r}; allowed: {', '.join(ACTIVATIONS)}")
+        return cls(num_outputs, cfg.depth, cfg.width, cfg.activation, cfg.use_bias, scheme)
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
