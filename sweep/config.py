@@ -250,6 +250,7 @@ class ProbeConfig:
     hessian_trace: int = added(0)  # Hutchinson probe vectors per probe (0 = off)
     grad_cov: int = added(0)  # examples of the gradient covariance K (lambda_1^K, Tr K; 0 = off)
     ntk_trace: int = added(0)  # examples of the empirical NTK trace (0 = off)
+    param_norm: bool = added(False)  # ||theta||_2 at probe steps
 
 
 @dataclass

@@ -160,8 +160,9 @@ def test_ntk_trace_is_gauss_newton_trace_of_half_mean_mse(tiny):
 
 # ----------------------------------------------------------------------------- through the engine
 ALL_ON = [*TINY, "steps=12", "probe.every=4", "batch_size=32", "probe.lanczos_iters=16",
-          "probe.lanczos_tol=1e-7", "probe.hessian_trace=6", "probe.grad_cov=12", "probe.ntk_trace=16"]
-DIAG = ["hessian_trace", "grad_cov_top", "grad_cov_trace", "ntk_trace"]
+          "probe.lanczos_tol=1e-7", "probe.hessian_trace=6", "probe.grad_cov=12", "probe.ntk_trace=16",
+          "probe.param_norm=true"]
+DIAG = ["hessian_trace", "grad_cov_top", "grad_cov_trace", "ntk_trace", "param_norm"]
 
 
 def _train(cfgs):
@@ -179,8 +180,9 @@ def _initial_params(cfgs, m):
 def test_engine_all_switches(compose_cfg, members):
     """A 2-member cohort with every diagnostic on: the columns are in the trace, finite at probe
     steps and NaN elsewhere, equal the dense values at step 0, and a member's values are the same
-    alone as in the cohort (bit for bit when members are probed one by one; to float32
-    reassociation when the probe is vmapped over members)."""
+    alone as in the cohort (to the last float32 bit or so when members are probed one by one: XLA
+    compiles a one-member map loop differently from a two-member one, seen as a 1-ulp difference of
+    the Hessian trace on an AMD EPYC CPU; to float32 reassociation when the probe is vmapped)."""
     extra = (*ALL_ON, f"probe.members={members}")
     cfgs = [compose_cfg(*extra, "lr=0.05"), compose_cfg(*extra, "lr=0.2", "seed=3")]
     res = _train(cfgs)
@@ -205,9 +207,10 @@ def test_engine_all_switches(compose_cfg, members):
         assert row["grad_cov_trace"] == pytest.approx(trace, rel=1e-4)
         jac = t.dense_jacobian(16)
         assert row["ntk_trace"] == pytest.approx(np.trace(jac @ jac.T) / jac.shape[0], rel=1e-4)
+        assert row["param_norm"] == pytest.approx(float(np.linalg.norm(np.asarray(t.flat, np.float64))), rel=1e-5)
 
         alone = _train([cfg]).traces[0]
-        exact = {"check_exact": True} if members == "map" else {"rtol": 1e-4, "atol": 1e-7}
+        exact = {"rtol": 1e-6, "atol": 0.0} if members == "map" else {"rtol": 1e-4, "atol": 1e-7}
         pd.testing.assert_frame_equal(tr[["step", *DIAG]], alone[["step", *DIAG]], **exact)
 
 
