@@ -108,12 +108,7 @@ def worker_ours(grid_name: str, extra: list[str]) -> dict:
     from sweep.workload import build_workload
 
     stop = os.environ.get("SWEEP_BENCH_LANCZOS_STOP", "residual")
-    if stop != "residual":  # the engine calls curvature.lanczos_unless_done with the default rule
-        import functools
-
-        from sweep import curvature
-
-        curvature.lanczos_unless_done = functools.partial(curvature.lanczos_unless_done, stop=stop)
+    extra = [*extra, f"probe.lanczos_stop={stop}"]  # the probes' rule; lambda0 (cold) keeps residual
     counter = CompileCounter()
     cfgs = _configs(GRIDS[grid_name], extra)
     dataset = dataset_for(cfgs[0])
@@ -400,8 +395,8 @@ def main() -> None:
     ap.add_argument("--baseline-runs", type=int, default=0,
                     help="time only the first N runs of the baseline and scale to the grid (marked *)")
     ap.add_argument("--lanczos-stop", nargs="+", choices=["residual", "gap"], default=["residual"],
-                    help="grid parts: time ours once per Lanczos stopping rule (sweep.curvature.lanczos_top "
-                         "stop=; residual is the engine's); the first one is the table's main row")
+                    help="grid parts: time ours once per Lanczos stopping rule (probe.lanczos_stop; residual is "
+                         "the default); the first one is the table's main row")
     ap.add_argument("--worker", nargs="+", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--json-out", default=None, help=argparse.SUPPRESS)
     ap.add_argument("overrides", nargs="*", help="extra config overrides for every part")

@@ -239,6 +239,10 @@ class ProbeConfig:
     # stop when the Ritz residual ||H v - theta v|| <= tol * |theta|; the eigenvalue error is then
     # ~ tol^2 * theta / gap, far below the plotting precision; warm starts converge in a few HVPs
     lanczos_tol: float = 1e-3
+    # residual: the rule above (default). gap: also stop once the eigenvalue error bound
+    # gap_safety * r^2 / (Ritz gap) is below tol (fewer HVPs per warm probe: 3.57 vs 4.47 in
+    # docs/benchmarks.md; after a poor warm start it can stop on lambda_2 instead of lambda_1)
+    lanczos_stop: str = added("residual")
     dtype: str = "float32"  # float32 | float64
     members: str = "auto"  # how a cohort is probed: vmap | map (one by one) | auto (map on CPU)
     eval_every: int = 0  # test-set evaluation every k steps (0 = at probe steps)
@@ -504,6 +508,8 @@ def validate(cfg: Any) -> None:
          f"({cfg.probe.batch_size}) examples"),
         (cfg.probe.dtype in ("float32", "float64"), f"probe.dtype={cfg.probe.dtype}: allowed float32, float64"),
         (cfg.probe.members in ("auto", "vmap", "map"), f"probe.members={cfg.probe.members}: allowed auto, vmap, map"),
+        (cfg.probe.get("lanczos_stop", "residual") in ("residual", "gap"),
+         f"probe.lanczos_stop={cfg.probe.get('lanczos_stop')}: allowed residual, gap"),
         (cfg.param.init_scale > 0, f"param.init_scale={cfg.param.init_scale}: must be > 0"),
         (cfg.param.name in ("sp", "mup"), f"param.name={cfg.param.name}: allowed sp, mup"),
         (cfg.param.truncation in ("jax", "exact"), f"param.truncation={cfg.param.truncation}: allowed jax, exact"),

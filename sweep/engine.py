@@ -411,10 +411,11 @@ class CohortTrainer:
             elif curv:  # the primal computed once per probe (jax.linearize)
                 make_hvp = lambda: curvature.linearized_hvp(lambda f: chunk_loss(f, xin, data.y_probe), flat)  # noqa: E731
         iters, tol = int(self.cfg.probe.lanczos_iters), float(self.cfg.probe.lanczos_tol)
+        stop = str(self.cfg.probe.get("lanczos_stop", "residual"))
         sharp, hvps, vec, pc_vec = jnp.nan, jnp.asarray(0, jnp.int32), m.eigvec, m.pc_eigvec
         pc_sharp = jnp.asarray(jnp.nan, jnp.float32)
         if self.do_sharpness:
-            eig = curvature.lanczos_unless_done(make_hvp, m.eigvec, iters, tol, done)
+            eig = curvature.lanczos_unless_done(make_hvp, m.eigvec, iters, tol, done, stop=stop)
             sharp, hvps, vec = eig.value.astype(jnp.float32), eig.matvecs.astype(jnp.int32), eig.vector
         if self.do_precond:
             inv_sqrt = 1.0 / jnp.sqrt(self._preconditioner(m, h, first_nu, step).astype(flat.dtype))
@@ -423,7 +424,7 @@ class CohortTrainer:
                 hv = make_hvp()
                 return lambda v: inv_sqrt * hv(inv_sqrt * v)
 
-            eig = curvature.lanczos_unless_done(make_pc, m.pc_eigvec, iters, tol, done)
+            eig = curvature.lanczos_unless_done(make_pc, m.pc_eigvec, iters, tol, done, stop=stop)
             pc_sharp, pc_vec = eig.value.astype(jnp.float32), eig.vector
             hvps = hvps + eig.matvecs.astype(jnp.int32)
 

@@ -173,3 +173,28 @@ def test_lanczos_unless_done_passes_the_rule_and_skips_frozen(problem):
         assert int(run(v0, jnp.asarray(True)).matvecs) == 0
     with pytest.raises(ValueError):
         lanczos_top(lambda v: v, v0, ITERS, TOL, stop="nope")
+
+
+def test_probe_lanczos_stop_switch_reaches_the_engine(compose_cfg):
+    """probe.lanczos_stop=gap changes the probes' stopping rule (never more HVPs than the residual
+    rule, same sharpness to tol) and a bad value is a one-line config error."""
+    from sweep.config import ConfigError, validate
+    from sweep.engine import CohortTrainer, plan_cohort
+    from sweep.runner import dataset_for
+    from sweep.workload import build_workload
+
+    base = ["data=synthetic", "data.n_train=128", "data.n_test=64", "model.width=16", "model.depth=3",
+            "steps=30", "probe.every=2", "probe.batch_size=64", "batch_size=32", "probe.lanczos_iters=20",
+            "lr=0.05"]
+    traces = {}
+    for stop in ("residual", "gap"):
+        cfg = compose_cfg(*base, f"probe.lanczos_stop={stop}")
+        trainer = CohortTrainer(build_workload(cfg, dataset_for(cfg)), plan_cohort([cfg]), chunk=8)
+        traces[stop] = trainer.run().traces[0].dropna(subset=["sharpness"])
+    res, gap = traces["residual"], traces["gap"]
+    assert list(res["step"]) == list(gap["step"])
+    warm_res, warm_gap = res["hvps"].iloc[1:].to_numpy(), gap["hvps"].iloc[1:].to_numpy()
+    assert (warm_gap <= warm_res).all() and warm_gap.sum() < warm_res.sum()
+    np.testing.assert_allclose(gap["sharpness"], res["sharpness"], rtol=2e-3)
+    with pytest.raises(ConfigError, match="probe.lanczos_stop=nope"):
+        validate(compose_cfg(*base, "probe.lanczos_stop=nope"))
