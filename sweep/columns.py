@@ -177,5 +177,6 @@ for _col in (
     Column("catapults", _S, "catapults", "count", None),
     Column("catapult_searches", _S, "η_c searches", "count", None),
     Column("catapult_forward_passes", _S, "η_c search forward passes", "count", None),
+    Column("eta_c_forward_passes", _S, "η_c estimate forward passes", "count", None),
 ):
     register(_col)
