@@ -80,16 +80,9 @@ def ensure_encodable_output() -> None:
 _STORAGE_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
 
 
-class Terminated(BaseException):
-    """SIGTERM (`kill`, SLURM's scancel and time limit outside submitit) seen as an interrupt."""
-
-
-def _on_sigterm(signum: int, frame: object) -> None:
-    raise Terminated()
-
-
 def main(argv: list[str] | None = None) -> int:
-    import signal
+    from sweep import termination
+    from sweep.termination import Terminated
 
     argv = sys.argv[1:] if argv is None else list(argv)
     ensure_encodable_output()
@@ -100,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(argv).parse_args(argv)
     from sweep.errors import UserError, format_user_error  # after parsing: `--help` needs no hydra
 
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    termination.install()
     try:
         return int(importlib.import_module(args._module).command(args) or 0)
     except (KeyboardInterrupt, Terminated) as exc:

@@ -25,6 +25,7 @@ from sweep.resolve import initial_sharpness, resolve_plan  # noqa: F401 - initia
 from sweep.grid import Cohort, RunSpec
 from sweep.identity import lambda0_key, to_dict
 from sweep.runtime import configure_jax
+from sweep.termination import raise_if_terminated
 from sweep.workload import Workload, build_workload
 
 _DATA_CACHE: dict[str, Dataset] = {}
@@ -175,7 +176,8 @@ def run_cohort(cohort: Cohort, sweep: Path, *, force: bool = False,
             return []
         ids, started = [r.run_id for r in runs], time.time()
 
-        def report(done: int, total: int) -> None:
+        def report(done: int, total: int) -> None:  # after every chunk
+            raise_if_terminated()
             held.report(ids, done, total, started)
             if progress:
                 progress(done, total)
