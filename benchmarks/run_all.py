@@ -163,6 +163,16 @@ def worker_ours(grid_name: str, extra: list[str]) -> dict:
 
 
 # ----------------------------------------------------------------------------- baseline
+def _baseline_sample(grid: dict, cfgs: list, n: int) -> list:
+    """All runs, or n of them along a diagonal of the lr x warmup grid (run i*(W+1) mod the grid:
+    every lr once, warmups spread), so that early-diverging runs are sampled in proportion; the
+    first n runs would all be the smallest, never-diverging lr and overstate the baseline."""
+    if not n or n >= len(cfgs):
+        return list(cfgs)
+    stride = len(grid["warmups"]) + 1
+    return [cfgs[(i * stride) % len(cfgs)] for i in range(n)]
+
+
 def worker_baseline(grid_name: str, extra: list[str], max_runs: int) -> dict:
     import jax
     import jax.numpy as jnp
@@ -176,7 +186,7 @@ def worker_baseline(grid_name: str, extra: list[str], max_runs: int) -> dict:
 
     counter = CompileCounter()
     grid = GRIDS[grid_name]
-    cfgs = _configs(grid, extra)[:max_runs] if max_runs else _configs(grid, extra)
+    cfgs = _baseline_sample(grid, _configs(grid, extra), max_runs)
     dataset = dataset_for(cfgs[0])
     t0 = time.perf_counter()
     probe_s = steps_s = lam_s = 0.0
@@ -393,7 +403,8 @@ def main() -> None:
     ap.add_argument("--lm-root", default="/work/shared/data/wikitext-2-raw",
                     help="probe_lm part: folder with WikiText-2 raw (LM-4-128 probe memory)")
     ap.add_argument("--baseline-runs", type=int, default=0,
-                    help="time only the first N runs of the baseline and scale to the grid (marked *)")
+                    help="time N runs of the baseline (a diagonal of the lr x warmup grid) and scale to the "
+                         "grid (marked *)")
     ap.add_argument("--lanczos-stop", nargs="+", choices=["residual", "gap"], default=["residual"],
                     help="grid parts: time ours once per Lanczos stopping rule (probe.lanczos_stop; residual is "
                          "the default); the first one is the table's main row")
