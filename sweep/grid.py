@@ -280,6 +280,7 @@ def expand(overrides: Sequence[str], config_dir: Path = CONF_DIR, max_runs: Opti
         raise GridError(f"the grid expands to {n_cells} runs, more than the limit {limit}; "
                         f"raise it with cluster.max_runs=N")
     swept = _swept_keys(merged)
+    recorded_grid = effective_grid(merged)
     builder = _CellBuilder(config_dir)
     specs, seen = [], set()
     cells = itertools.product(*(range(len(a.values)) for a in axes))
@@ -289,6 +290,7 @@ def expand(overrides: Sequence[str], config_dir: Path = CONF_DIR, max_runs: Opti
         cells = tqdm(cells, total=n_cells, unit="cell", desc="expanding the grid", disable=None, leave=False)
     for cell in cells:
         d = builder.build([(a, i) for a, i in zip(axes, cell)])
+        d["grid"] = dict(recorded_grid)
         rid = run_id(d)
         if rid in seen:
             continue
@@ -385,6 +387,19 @@ def is_sweep(override: str) -> bool:
         return any(o.is_sweep_override() for o in override_parser().parse_overrides([override]))
     except Exception:  # noqa: BLE001 - unparsable overrides are reported by compose()
         return False
+
+
+def effective_grid(merged: Sequence[str]) -> dict[str, str]:
+    """The grid a run really belongs to, for its record's `grid` block: every sweep of the merged
+    overrides (the experiment's `grid:` entries a command line did not replace, then the command
+    line's). Without this a record kept the experiment's paper grid when a scale or the user swept
+    other values (e.g. quick T_wrm 1,16,64 recorded as 1,64,256,1024)."""
+    out = {}
+    for o in merged:
+        if is_sweep(o):
+            key, value = o.split("=", 1)
+            out[key.lstrip("+~")] = value
+    return out
 
 
 def _swept_keys(overrides: Iterable[str]) -> list[str]:

@@ -26,7 +26,10 @@ def _slow(overrides):
     base = compose([o for o in overrides if not is_sweep(o)])
     cli = {o.split("=", 1)[0] for o in overrides}
     merged = [f"{k}={v}" for k, v in dict(base.get("grid") or {}).items() if k not in cli] + overrides
-    return [compose(cell) for cell in split_overrides(merged)]
+    cells = [compose(cell) for cell in split_overrides(merged)]
+    for cfg in cells:  # the record's grid block: the sweeps really expanded (sweep.grid.effective_grid)
+        cfg.grid = {o.split("=", 1)[0].lstrip("+~"): o.split("=", 1)[1] for o in merged if is_sweep(o)}
+    return cells
 
 
 @pytest.mark.parametrize("grid", GRIDS, ids=[" ".join(g)[:40] for g in GRIDS])
@@ -46,6 +49,20 @@ def test_fast_cells_equal_hydra_composition(grid):
             for part in key.split("."):
                 got = got[part]
             assert value == getattr(got, "name", got) if hasattr(got, "value") else value == got
+
+
+def test_record_grid_block_is_the_expanded_grid_not_the_experiments():
+    """A scale or a user that sweeps other values than the experiment's `grid:` block must see those
+    values in every record (the quick figures ran T_wrm 1,16,64 and recorded the paper's 1,64,256,1024)."""
+    specs = expand(["experiment=fig2_sp", "warmup=1,16", "steps=3"])
+    assert sorted(s.grid["warmup"] for s in specs) == [1, 16]
+    for spec in specs:
+        assert spec.config_dict()["grid"] == {"warmup": "1,16"}
+        assert dict(spec.cfg.grid) == {"warmup": "1,16"}
+    fixed = expand(["experiment=fig2_sp", "warmup=64", "steps=3"])  # a fixed value is no sweep
+    assert [s.config_dict()["grid"] for s in fixed] == [{}]
+    kept = expand(["experiment=fig2_sp", "steps=3"])  # the experiment's own grid, as written
+    assert {s.config_dict()["grid"]["warmup"] for s in kept} == {"1,64,256,1024"}
 
 
 @pytest.mark.parametrize("bad, message", [
