@@ -459,7 +459,10 @@ class CohortTrainer:
         """The second moment the first update would leave if its gradient were the measurement
         batch's g: Adam v_1 = (1 - b2) g^2; GI-Adam seeded from a separate batch B0 (v_0 = g_B0^2 in
         the state) v_1 = b2 g_B0^2 + (1 - b2) g^2; GI-Adam seeded by the update v_1 = g^2."""
-        g = jax.grad(lambda q: self.w.loss_and_accuracy(q, data.x_probe, data.y_probe)[0])(m.params)
+        if self.probe_microbatch < data.x_probe.shape[0]:  # bounded memory (probe.microbatch_bytes)
+            g = self._probe_loss_grad(m.params, data.x_probe, data.y_probe)[1]
+        else:
+            g = jax.grad(lambda q: self.w.loss_and_accuracy(q, data.x_probe, data.y_probe)[0])(m.params)
         if self.gi_separate:
             nu0 = optim.adam_state(m.opt_state).nu
             return jax.tree.map(lambda n, x: h.b2 * n + (1.0 - h.b2) * jnp.square(x), nu0, g)
@@ -663,6 +666,10 @@ class CohortTrainer:
         tol = float(self.cfg.probe.lanczos_tol)
 
         def one(m: Member, d: DeviceData):
+            if self.probe_microbatch < d.x_probe.shape[0]:  # bounded memory (probe.microbatch_bytes)
+                chunk_loss, flat, xin = self._flat_chunk_loss(m.params, d.x_probe)
+                return curvature.microbatched_sharpness(chunk_loss, xin, d.y_probe, flat, self.probe_microbatch,
+                                                        m.eigvec, iters, tol).value
             loss_of_flat, flat = self._flat_loss(m.params, d.x_probe, d.y_probe)
             return curvature.sharpness(loss_of_flat, flat, m.eigvec, iters, tol).value
 

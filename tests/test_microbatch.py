@@ -7,7 +7,7 @@ import pytest
 from jax.flatten_util import ravel_pytree
 from omegaconf import open_dict
 
-from sweep import curvature
+from sweep import curvature, engine
 from sweep.engine import CohortTrainer, plan_cohort
 from sweep.models.fcn import FCN
 from sweep.models.param import Scheme
@@ -71,3 +71,38 @@ def test_engine_probes_over_microbatches_equal_whole_batch(compose_cfg):
             np.testing.assert_allclose(b[col].to_numpy(), a[col].to_numpy(), rtol=2e-4, atol=1e-6, err_msg=col)
     for key in whole.final:
         np.testing.assert_allclose(mb.final[key], whole.final[key], rtol=1e-5, err_msg=key)
+
+
+def test_adam_preconditioner_and_lambda0_over_microbatches_equal_whole_batch(compose_cfg):
+    """The two probe paths outside the probe program honour probe.microbatch_bytes too: the first
+    update's second moment (Adam's preconditioned sharpness) and lambda0 (lr_unit=sharpness). Before,
+    both took the whole probe batch's gradient/HVPs, so an LM-4-128 run with a 256 MiB budget still
+    grew to >6 GB resident."""
+    small = ["data=synthetic", "model.width=16", "model.depth=3", "steps=6", "probe.every=3",
+             "probe.batch_size=64", "batch_size=32", "probe.lanczos_iters=30", "probe.lanczos_tol=1e-7",
+             "optimizer=adam", "lr_unit=absolute"]
+
+    def trainer(budget):
+        cfgs = [compose_cfg(*small, "lr=0.001"), compose_cfg(*small, "lr=0.003", "seed=1")]
+        for c in cfgs:
+            with open_dict(c):
+                c.probe.microbatch_bytes = budget
+        return CohortTrainer(build_workload(cfgs[0], dataset_for(cfgs[0])), plan_cohort(cfgs), chunk=3)
+
+    def lambda0_temp_bytes(tr):
+        """lambda0 and the XLA temporaries of its compiled program (this trainer's, fresh)."""
+        engine._PROGRAMS.clear()
+        value = tr.initial_sharpness()
+        (prog,) = [p for key, p in engine._PROGRAMS.items() if key[0].startswith("lambda0")]
+        return value, prog.memory_analysis().temp_size_in_bytes
+
+    whole_tr, tr = trainer(0), trainer(4096)
+    assert tr.probe_microbatch < 64
+    (lam_whole, bytes_whole), (lam_mb, bytes_mb) = lambda0_temp_bytes(whole_tr), lambda0_temp_bytes(tr)
+    np.testing.assert_allclose(lam_mb, lam_whole, rtol=1e-4)
+    assert bytes_mb < bytes_whole  # the micro-batched program keeps less (equal before the fix)
+    whole, mb = whole_tr.run(), tr.run()
+    for a, b in zip(whole.traces, mb.traces):
+        assert np.isfinite(a["precond_sharpness"].to_numpy()).all()
+        for col in ("sharpness", "precond_sharpness", "threshold", "train_loss"):
+            np.testing.assert_allclose(b[col].to_numpy(), a[col].to_numpy(), rtol=2e-4, atol=1e-6, err_msg=col)
