@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 SUMMARY_FILE = "summary.parquet"
 TRACES_FILE = "traces.parquet"
 INDEX_FILE = ".aggregate_index.json"
-INDEX_VERSION = 2  # 2: columns derived from sweep/columns.py (more summary columns)
+INDEX_VERSION = 3  # 2: columns derived from sweep/columns.py (more summary columns); 3: augment
 
 REQUIRED_RECORD_KEYS = store.REQUIRED_RECORD_KEYS
 # Measured columns come from the registry (sweep/columns.py): every registered summary metric is a
@@ -74,7 +74,23 @@ def standard_columns(config: dict[str, Any]) -> dict[str, Any]:
     for key in ("momentum", "b1"):
         if key in optimizer:
             columns[key] = optimizer[key]
+    columns["augment"] = augmentation(config)
     return columns
+
+
+def augmentation(config: dict[str, Any]) -> str:
+    """The training data augmentation in a word ("flip+crop4+mixup1", "none"): trajectory plots
+    use it to choose between the update batch's loss and the fixed measurement batch's."""
+    data = config.get("data") if isinstance(config.get("data"), dict) else {}
+    aug = data.get("augment") if isinstance(data.get("augment"), dict) else {}
+    parts = []
+    if aug.get("flip"):
+        parts.append("flip")
+    if aug.get("crop"):
+        parts.append(f"crop{aug['crop']}")
+    if aug.get("mixup"):
+        parts.append(f"mixup{float(aug['mixup']):g}")
+    return "+".join(parts) or "none"
 
 
 def summary_row(record: dict[str, Any]) -> dict[str, Any]:

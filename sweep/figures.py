@@ -145,12 +145,13 @@ FCN_GD_QUICK_TEXT = "FCN-4-256, 5k CIFAR-10, 300 steps, T_wrm 1,16,64, float32 s
 FCN_SGD_QUICK = (  # SGD / Adam with B=512 or full-batch Adam on all of CIFAR-10 (Figures 2, 6-8, 10, 11, 13, 14, 30)
     "model.width=256", *_CIFAR_QUICK, "steps=300", "warmup=1,16,64", "probe.dtype=float32",
     "probe.batch_size=1000", "probe.dense_steps=48", "probe.every=12")
-FCN_SGD_QUICK_TEXT = "FCN-4-256, 5k CIFAR-10 (not 50k), 300 steps, T_wrm 1,16,64, float32 sharpness on 1k examples"
+FCN_SGD_QUICK_BASE_TEXT = "FCN-4-256, 5k CIFAR-10 (not 50k), 300 steps, T_wrm 1,16,64"
+FCN_SGD_QUICK_TEXT = FCN_SGD_QUICK_BASE_TEXT + ", float32 sharpness on 1k examples"
 
 # Full-batch Adam probes two Lanczos runs (sharpness and P^-1 H) per member: on the 5k batch at every
 # early step that alone took > 15 min; the quick scale probes 1k examples, densely for 16 steps.
 ADAM_PROBE_QUICK = ("probe.batch_size=1000", "probe.dense_steps=16", "probe.every=25")
-ADAM_PROBE_QUICK_TEXT = "sharpness on 1k of the 5k examples, every step to 16 then every 25"
+ADAM_PROBE_QUICK_TEXT = "float32 sharpness and P^-1 H on 1k of the 5k examples, every step to 16 then every 25"
 
 WRN_TRAJ_QUICK = (  # WRN-16-1 trajectories (Figures 15, 16)
     "model.depth=10", *_CIFAR_QUICK, "batch_size=256", "steps=150", "warmup=1,16,64",
@@ -244,7 +245,7 @@ _FIGURES = (
     Figure("fig2", "FCN full-batch Adam: preconditioned sharpness starts high and falls; catapults when it "
            "crosses (2+2b1)/(eta(1-b1))",
            ("fig2_mup", "fig2_sp"), _traj("param"),
-           _quick(FCN_SGD_QUICK, FCN_SGD_QUICK_TEXT, 10, *ADAM_PROBE_QUICK, note=ADAM_PROBE_QUICK_TEXT),
+           _quick(FCN_SGD_QUICK, FCN_SGD_QUICK_BASE_TEXT, 24, *ADAM_PROBE_QUICK, note=ADAM_PROBE_QUICK_TEXT),
            paper="FCN-4-512, CIFAR-10 (aug.), MSE, full-batch Adam, simple-muP 0.003 & SP 0.001, 2000 steps"),
     Figure("fig3", "WRN SGD phase diagrams (best test accuracy): warmup pushes the divergence boundary to larger "
            "eta_trgt, most for SP and MSE",
@@ -264,7 +265,7 @@ _FIGURES = (
            paper="WRN-16-4 SP, CIFAR-10, xent, SGD B=128, 1e4 steps, eta_0 = eta_trgt/T_wrm, delta 0.1"),
     Figure("fig6", "GI-Adam (SP): lower initial preconditioned sharpness, no early spike (Figure 2 with GI-Adam)",
            ("fig30_sp",), _traj(""),
-           _quick(FCN_SGD_QUICK, FCN_SGD_QUICK_TEXT, 5, *ADAM_PROBE_QUICK, note=ADAM_PROBE_QUICK_TEXT),
+           _quick(FCN_SGD_QUICK, FCN_SGD_QUICK_BASE_TEXT, 11, *ADAM_PROBE_QUICK, note=ADAM_PROBE_QUICK_TEXT),
            paper="as Figure 2 (SP, eta 0.001) with GI-Adam"),
     Figure("fig7", "Persistent catapult warmup (Algorithm 3) vs linear warmups (FCN SP, SGD B=512)",
            ("fig7_linear", "fig7_catapult"), _traj("warmup_mode"),
@@ -293,11 +294,11 @@ _FIGURES = (
            paper="FCN-4-512 SP, 5k CIFAR-10, xent, GD 32/lambda0, b in {0, 0.9}, 2000 steps"),
     Figure("fig13", "FCN Adam with B=512: preconditioned sharpness far below Adam's threshold late",
            ("fig13",), _traj("param"),
-           _quick(FCN_SGD_QUICK, FCN_SGD_QUICK_TEXT, 7),
+           _quick(FCN_SGD_QUICK, FCN_SGD_QUICK_TEXT, 11),
            paper="FCN-4-512 muP & SP, CIFAR-10 (aug.), MSE, Adam 0.001 B=512, 2000 steps"),
     Figure("fig14", "FCN full-batch Adam with cross-entropy",
            ("fig14",), _traj("param"),
-           _quick(FCN_SGD_QUICK, FCN_SGD_QUICK_TEXT, 10, *ADAM_PROBE_QUICK, note=ADAM_PROBE_QUICK_TEXT),
+           _quick(FCN_SGD_QUICK, FCN_SGD_QUICK_BASE_TEXT, 10, *ADAM_PROBE_QUICK, note=ADAM_PROBE_QUICK_TEXT),
            paper="FCN-4-512 muP & SP, CIFAR-10 (aug.), xent, full-batch Adam 0.001, 2000 steps"),
     Figure("fig15", "WRN-16-1 SGD (B=512) trajectories, MSE",
            ("fig15_mup", "fig15_sp"), _traj("param"),
@@ -367,7 +368,7 @@ _FIGURES = (
            paper="WRN-16-4 muP (per-layer Adam lrs), CIFAR-10, xent, Adam B=128, 1e4 steps, 2^x*1e-5, delta 0.1"),
     Figure("fig30", "GI-Adam trajectories (muP and SP): initial preconditioned sharpness ~sqrt(1-b2) of Adam's",
            ("fig30_mup", "fig30_sp"), _traj("param"),
-           _quick(FCN_SGD_QUICK, FCN_SGD_QUICK_TEXT, 10, *ADAM_PROBE_QUICK, note=ADAM_PROBE_QUICK_TEXT),
+           _quick(FCN_SGD_QUICK, FCN_SGD_QUICK_BASE_TEXT, 10, *ADAM_PROBE_QUICK, note=ADAM_PROBE_QUICK_TEXT),
            paper="as Figure 2 (simple-muP 0.003, SP 0.001) with GI-Adam"),
     Figure("fig31", "Adam variants (Adam, Adam + T_wrm=1024, GI-Adam) at eta 0.02048 and 0.04096: test accuracy",
            ("fig31",),

@@ -457,27 +457,53 @@ def _until_last_finite(run: pd.DataFrame, column: str) -> pd.DataFrame:
     return run.iloc[: int(np.flatnonzero(finite)[-1]) + 1]
 
 
+LOSS_CHOICES = ("auto", "train", "probe")
+
+
+def _trajectory_loss_column(rows: pd.DataFrame, loss: str) -> str:
+    """`train`: the loss of each update's minibatch (`loss`); `probe`: the loss on the fixed,
+    un-augmented measurement batch (`probe_loss`); `auto`: probe when the runs train on augmented
+    data, where every run sees the same augmentation draws and all train-loss curves jump together
+    (which looks like catapults and is not), else train."""
+    if loss not in LOSS_CHOICES:
+        raise ConfigError(f"--loss {loss}: choose one of {', '.join(LOSS_CHOICES)}")
+    if loss == "auto":
+        augmented = "augment" in rows and (rows["augment"].fillna("none") != "none").any()
+        loss = "probe" if augmented and "probe_loss" in rows and rows["probe_loss"].notna().any() else "train"
+    return "probe_loss" if loss == "probe" else "loss"
+
+
 def trajectories(traces_df: pd.DataFrame, lr: float | None = None, lr_units: str = "auto",
                  facet: str | Sequence[str] | None = None, warmups: Sequence[int] | None = None,
-                 loss_column: str = "loss") -> plt.Figure:
-    """Training loss and sharpness vs step for one target lr and several warmups (Figure 1).
+                 loss: str = "auto") -> plt.Figure:
+    """Loss and sharpness vs step for one target lr and several warmups (Figures 1, 2).
 
-    One row per facet value, one colour per warmup; dashed curves are the instability threshold
-    from the trace (2/lr_t, (2+2b)/lr_t, or Adam's for the preconditioned sharpness). `lr` is in
+    One row per facet value, one colour per warmup. Columns: the loss (see `_trajectory_loss_column`
+    for `loss`), the sharpness lambda^H and, when the runs measured it (Adam, GI-Adam), the
+    preconditioned sharpness lambda^{P^-1 H}: Kalra & Barkeshli Figure 2 (Sec. 4.3) shows loss,
+    sharpness and preconditioned sharpness, with "the instability thresholds (2+2 beta_1)/
+    (eta_t (1-beta_1))" dashed in the preconditioned panel. Dashed curves are the trace's `threshold`
+    (2/lr_t, (2+2b)/lr_t for SGD(-M), Adam's for P^-1 H), drawn beside the quantity it bounds: for
+    adaptive runs the sharpness panel has none (Adam's stability is set by P^-1 H). `lr` is in
     `lr_units`; None picks, per facet, the largest lr where at least two warmups did not diverge."""
     if traces_df.empty:
         raise ConfigError("no traces in this sweep (no trace.parquet files yet)")
     lr_col = lr_column(traces_df, lr_units, traces=True)
     facet_cols = _parse_facet(traces_df, facet)
     groups = facet_groups(traces_df, facet_cols)
-    fig, axes = plt.subplots(len(groups), 2, figsize=(10, 3.4 * len(groups) + 0.4), layout="constrained",
-                             squeeze=False)
+    adaptive = _sharpness_column(traces_df) == "precond_sharpness"
+    quantities = ["sharpness", "precond_sharpness"] if adaptive else ["sharpness"]
+    ncols = 1 + len(quantities)
+    fig, axes = plt.subplots(len(groups), ncols, figsize=(5 * ncols, 3.4 * len(groups) + 0.4),
+                             layout="constrained", squeeze=False)
     all_warmups = sorted(traces_df["warmup"].dropna().unique())
     cmap = plt.get_cmap("plasma")
     colour = {w: cmap(0.85 * i / max(1, len(all_warmups) - 1)) for i, w in enumerate(all_warmups)}
-    for (value, rows), (ax_loss, ax_sharp) in zip(groups, axes):
+    for (value, rows), row_axes in zip(groups, axes):
+        ax_loss, sharp_axes = row_axes[0], dict(zip(quantities, row_axes[1:]))
         ax_loss.set_gid("trajectory:loss")
-        ax_sharp.set_gid("trajectory:sharpness")
+        for q, ax in sharp_axes.items():
+            ax.set_gid(f"trajectory:{q}")
         target = _default_trajectory_lr(rows, lr_col) if lr is None else lr
         chosen = rows[np.isclose(np.log2(rows[lr_col].astype(float)), math.log2(target), atol=1e-3)]
         if chosen.empty:
@@ -488,34 +514,47 @@ def trajectories(traces_df: pd.DataFrame, lr: float | None = None, lr_units: str
             chosen = chosen[chosen["seed"] == chosen["seed"].min()]
         if warmups is not None:
             chosen = chosen[chosen["warmup"].isin(list(warmups))]
-        sharp_col = _sharpness_column(chosen)
+        loss_column = _trajectory_loss_column(chosen, loss)
+        threshold_at = quantities[-1]  # the quantity the optimizer's threshold bounds
         for warmup, run in sorted(chosen.groupby("warmup"), key=lambda kv: kv[0]):
             run = _until_last_finite(run.sort_values("step"), loss_column)
             c = colour.get(warmup, "k")
             label = f"$T_{{\\mathrm{{wrm}}}}={warmup_tick_labels([warmup])[0].strip('$')}$"
             ax_loss.plot(run["step"], run[loss_column], color=c, lw=1.3, label=label, gid=f"loss:{warmup}")
-            ax_sharp.plot(run["step"], run[sharp_col], color=c, lw=1.3, label=label, gid=f"sharpness:{warmup}")
-            ax_sharp.plot(run["step"], run["threshold"], color=c, lw=1.0, ls="--", gid=f"threshold:{warmup}")
+            for q, ax in sharp_axes.items():
+                ax.plot(run["step"], run[q], color=c, lw=1.3, label=label, gid=f"{q}:{warmup}")
+            sharp_axes[threshold_at].plot(run["step"], run["threshold"], color=c, lw=1.0, ls="--",
+                                          gid=f"threshold:{warmup}")
             if (run["outcome"] == "diverged").any():
                 last = run[np.isfinite(run[loss_column].astype(float))].tail(1)
                 ax_loss.plot(last["step"], last[loss_column], marker="x", color=c, ms=7, mew=2, ls="")
         lr_text = lr_tick_labels([target], lr_col)[0]
         head = " · ".join(filter(None, [_panel_title(value), rf"$\eta_{{\mathrm{{trgt}}}}$ = {lr_text}"]))
-        ax_loss.set_title(f"{head}: training loss", fontsize=10)
-        ax_sharp.set_title(f"{head}: {'preconditioned ' if sharp_col == 'precond_sharpness' else ''}sharpness",
-                           fontsize=10)
-        for ax in (ax_loss, ax_sharp):
+        loss_what = "loss on the measurement batch" if loss_column == "probe_loss" else "training loss"
+        ax_loss.set_title(f"{head}: {loss_what}", fontsize=10)
+        for q, ax in sharp_axes.items():
+            ax.set_title(f"{head}: {'preconditioned ' if q == 'precond_sharpness' else ''}sharpness", fontsize=10)
+        for ax in row_axes:
             ax.set_xscale("symlog", linthresh=1)
             ax.set_yscale("log")
             ax.set_xlabel("step $t$")
         loss_unit = LOSS_UNITS.get(str(chosen["loss_fn"].iloc[0])) if "loss_fn" in chosen else None
-        ax_loss.set_ylabel("training loss" + (f" ({loss_unit})" if loss_unit else ""))
-        ax_sharp.set_ylabel(r"$\lambda^{P^{-1}H}_t$" if sharp_col == "precond_sharpness" else r"$\lambda^H_t$")
-        handles, labels = ax_sharp.get_legend_handles_labels()
-        handles.append(Line2D([], [], color="0.3", ls="--", lw=1.0))
-        labels.append(r"threshold $2/\eta_t$" if sharp_col == "sharpness" else "instability threshold")
-        ax_sharp.legend(handles, labels, fontsize=7, loc="best", framealpha=0.8)
-    fig.suptitle("training trajectories (×: last probe of a diverged run)", fontsize=11)
+        ylabel = ("loss, measurement batch" if loss_column == "probe_loss"  # fixed and un-augmented
+                  else "loss, augmented update batch" if "augment" in chosen and
+                  (chosen["augment"].fillna("none") != "none").any() else "training loss")
+        ax_loss.set_ylabel(ylabel + (f" ({loss_unit})" if loss_unit else ""))
+        for q, ax in sharp_axes.items():
+            ax.set_ylabel(r"$\lambda^{P^{-1}H}_t$" if q == "precond_sharpness" else r"$\lambda^H_t$")
+            handles, labels = ax.get_legend_handles_labels()
+            if q == threshold_at:
+                handles.append(Line2D([], [], color="0.3", ls="--", lw=1.0))
+                labels.append(r"threshold $2/\eta_t$" if q == "sharpness" and not adaptive
+                              else r"threshold $(2+2\beta_1)/(\eta_t(1-\beta_1))$" if adaptive
+                              else "instability threshold")
+            ax.legend(handles, labels, fontsize=7, loc="best", framealpha=0.8)
+    context = _context_title(traces_df, facet_cols)
+    fig.suptitle(" · ".join(filter(None, [context, "training trajectories (×: last probe of a diverged run)"])),
+                 fontsize=11)
     return fig
 
 

@@ -21,7 +21,7 @@ def write_run(sweep_dir: Path, run_id: str, *, lr: float, warmup: int, param: st
               outcome: str = "converged", metrics: dict[str, Any] | None = None,
               trace: pd.DataFrame | None = None, optimizer: str = "sgd", seed: int = 0,
               lambda0: float | None = None, extra_grid: dict[str, Any] | None = None,
-              lr_unit: str = "absolute") -> Path:
+              lr_unit: str = "absolute", augment: dict[str, Any] | None = None) -> Path:
     """Write runs/<run_id>/record.json (+ trace.parquet when given); `lr` is absolute."""
     lambda0 = LAMBDA0[param] if lambda0 is None else lambda0
     run_dir = sweep_dir / "runs" / run_id
@@ -41,7 +41,7 @@ def write_run(sweep_dir: Path, run_id: str, *, lr: float, warmup: int, param: st
         "config": {"lr": lr * lambda0 if lr_unit == "sharpness" else lr, "warmup": warmup, "lr_unit": lr_unit, "loss": "mse", "batch_size": 0,
                    "seed": seed, "steps": 100, "lr_init": 0.0, "decay": "none",
                    "model": {"name": "fcn", "depth": 4, "width": 512}, "param": {"name": param},
-                   "optimizer": opt, "data": {"name": "digits"}},
+                   "optimizer": opt, "data": {"name": "digits", **({"augment": augment} if augment else {})}},
         "grid": {"lr": lr * lambda0 if lr_unit == "sharpness" else lr, "warmup": warmup, "param.name": param, **(extra_grid or {})},
         "summary": summary, "versions": {}, "git_commit": "0" * 40, "device": "cpu", "timings": {},
         "error": {"type": "RuntimeError", "message": "boom", "traceback": ""} if outcome == "error" else None,

@@ -165,17 +165,48 @@ def test_trajectory_threshold_curve_is_two_over_lr(tmp_path):
     assert "$2^{4}/\\lambda_0$" in ax_sharp.get_title()
 
 
-def test_adam_trajectories_use_preconditioned_sharpness(tmp_path):
+def test_adam_trajectories_draw_sharpness_and_preconditioned_sharpness(tmp_path):
+    """Kalra & Barkeshli Fig. 2: loss, sharpness and P^-1 H, the threshold (2+2b1)/(eta(1-b1)) beside P^-1 H."""
     d = tmp_path / "adam"
     trace = toy_trace(1e-3, 4, 50.0, 20)
     trace["precond_sharpness"] = trace["sharpness"] * 3
     trace["threshold"] = (2 + 2 * 0.9) / (trace["lr"] * (1 - 0.9))
-    write_run(d, "a", lr=1e-3, warmup=4, optimizer="adam", trace=trace)
+    write_run(d, "a", lr=1e-3, warmup=4, optimizer="gi_adam", trace=trace)
     fig = plot.trajectories(agg.aggregate(d)[1], lr=1e-3, lr_units="absolute")
-    (ax,) = panels(fig, "trajectory:sharpness")
-    solid = [ln for ln in ax.lines if ln.get_gid() == "sharpness:4"][0]
-    np.testing.assert_allclose(solid.get_ydata(), trace["precond_sharpness"])
-    assert "preconditioned" in ax.get_title()
+    (ax_h,) = panels(fig, "trajectory:sharpness")
+    (ax_pc,) = panels(fig, "trajectory:precond_sharpness")
+    lines_h = {ln.get_gid(): ln for ln in ax_h.lines}
+    lines_pc = {ln.get_gid(): ln for ln in ax_pc.lines}
+    np.testing.assert_allclose(lines_h["sharpness:4"].get_ydata(), trace["sharpness"])
+    np.testing.assert_allclose(lines_pc["precond_sharpness:4"].get_ydata(), trace["precond_sharpness"])
+    np.testing.assert_allclose(lines_pc["threshold:4"].get_ydata(), trace["threshold"])
+    assert "threshold:4" not in lines_h  # Adam's threshold bounds P^-1 H, not H
+    assert "preconditioned" in ax_pc.get_title() and "preconditioned" not in ax_h.get_title()
+    assert "GI-Adam" in fig._suptitle.get_text() and "SP" in fig._suptitle.get_text()
+
+
+@pytest.mark.parametrize("augment, loss, drawn", [
+    (None, "auto", "train_loss"), ({"flip": True, "crop": 4, "mixup": 1.0}, "auto", "probe_loss"),
+    ({"flip": True}, "train", "train_loss"), (None, "probe", "probe_loss")])
+def test_trajectory_loss_is_the_measurement_batch_when_training_data_are_augmented(tmp_path, augment, loss, drawn):
+    """Augmented runs share each step's augmentation draws, so their update-batch losses jump together:
+    auto draws the fixed measurement batch's loss instead, and the axis says which loss it is."""
+    d = tmp_path / "aug"
+    trace = toy_trace(0.02, 4, 50.0, 20)
+    trace["probe_loss"] = trace["train_loss"] * 0.5 + 0.01
+    write_run(d, "a", lr=0.02, warmup=4, trace=trace, augment=augment)
+    fig = plot.trajectories(agg.aggregate(d)[1], lr=0.02, lr_units="absolute", loss=loss)
+    (ax,) = panels(fig, "trajectory:loss")
+    line = [ln for ln in ax.lines if ln.get_gid() == "loss:4"][0]
+    np.testing.assert_allclose(line.get_ydata(), trace[drawn])
+    assert ("measurement batch" in ax.get_ylabel()) == (drawn == "probe_loss")
+
+
+def test_trajectory_loss_choice_is_checked(tmp_path):
+    d = tmp_path / "one"
+    write_run(d, "a", lr=0.1, warmup=1, trace=toy_trace(0.1, 1, 50.0, 5))
+    with pytest.raises(ConfigError, match="--loss test"):
+        plot.trajectories(agg.aggregate(d)[1], lr=0.1, lr_units="absolute", loss="test")
 
 
 def test_trajectories_at_an_unknown_lr_is_a_user_error(tmp_path):

@@ -33,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated columns, one panel per value (default: what varies, e.g. param)")
     parser.add_argument("--lr-units", default="auto", choices=("auto", "absolute", "lambda0"),
                         help="target lr axis: absolute, or in units of 1/lambda0 (auto: as the sweep was set)")
+    parser.add_argument("--loss", default="auto", choices=("auto", "train", "probe"),
+                        help="trajectories' loss: train (each update's minibatch), probe (the fixed measurement "
+                             "batch) or auto (probe when training data are augmented; default)")
     parser.add_argument("--annotate", action="store_true", help="write each cell's value in the heatmap")
     parser.add_argument("--shared-scale", action="store_true", help="one colour scale across heatmap panels")
     parser.add_argument("--lr", type=float, default=None,
@@ -204,7 +207,7 @@ def _figures(args: argparse.Namespace, summary, traces) -> list[tuple[str, objec
             shared_scale=args.shared_scale)))
     if "trajectories" in wanted and (has_traces or args.kind != "all"):
         name = "trajectories" + ("" if args.lr is None else f"_lr{args.lr:g}")
-        out.append((name, lambda: plot.trajectories(traces, lr=args.lr, lr_units=args.lr_units, facet=args.facet)))
+        out.append((name, lambda: plot.trajectories(traces, lr=args.lr, lr_units=args.lr_units, facet=args.facet, loss=args.loss)))
     if "treach" in wanted and (has_treach or args.kind != "all"):
         out.append(("treach_tsave", lambda: plot.treach_tsave(
             summary, facet=args.facet, lr_units=args.lr_units, annotate=True)))
