@@ -473,6 +473,17 @@ def _trajectory_loss_column(rows: pd.DataFrame, loss: str) -> str:
     return "probe_loss" if loss == "probe" else "loss"
 
 
+def _threshold_label(rows: pd.DataFrame, adaptive: bool) -> str:
+    """The legend of the dashed curve: Adam's (2+2 beta_1)/(eta_t (1-beta_1)); for SGD the trace's
+    threshold x lr_t, i.e. 2 without momentum and 2+2 beta with it (Figure 10's (2+2 beta)/eta_t)."""
+    if adaptive:
+        return r"threshold $(2+2\beta_1)/(\eta_t(1-\beta_1))$"
+    c = (rows["threshold"].astype(float) * rows["lr"].astype(float)).median()
+    if not np.isfinite(c) or abs(c - 2.0) < 1e-6 * 2:
+        return r"threshold $2/\eta_t$"
+    return rf"threshold $(2+2\beta)/\eta_t$ = {c:.3g}$/\eta_t$"
+
+
 def trajectories(traces_df: pd.DataFrame, lr: float | None = None, lr_units: str = "auto",
                  facet: str | Sequence[str] | None = None, warmups: Sequence[int] | None = None,
                  loss: str = "auto") -> plt.Figure:
@@ -548,9 +559,7 @@ def trajectories(traces_df: pd.DataFrame, lr: float | None = None, lr_units: str
             handles, labels = ax.get_legend_handles_labels()
             if q == threshold_at:
                 handles.append(Line2D([], [], color="0.3", ls="--", lw=1.0))
-                labels.append(r"threshold $2/\eta_t$" if q == "sharpness" and not adaptive
-                              else r"threshold $(2+2\beta_1)/(\eta_t(1-\beta_1))$" if adaptive
-                              else "instability threshold")
+                labels.append(_threshold_label(chosen, adaptive))
             ax.legend(handles, labels, fontsize=7, loc="best", framealpha=0.8)
     context = _context_title(traces_df, facet_cols)
     fig.suptitle(" · ".join(filter(None, [context, "training trajectories (×: last probe of a diverged run)"])),

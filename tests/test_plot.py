@@ -202,6 +202,19 @@ def test_trajectory_loss_is_the_measurement_batch_when_training_data_are_augment
     assert ("measurement batch" in ax.get_ylabel()) == (drawn == "probe_loss")
 
 
+def test_momentum_threshold_legend_says_two_plus_two_beta(tmp_path):
+    d = tmp_path / "mom"
+    write_run(d, "a", lr=0.02, warmup=4, trace=toy_trace(0.02, 4, 50.0, 20, momentum=0.9))
+    fig = plot.trajectories(agg.aggregate(d)[1], lr=0.02, lr_units="absolute")
+    (ax,) = panels(fig, "trajectory:sharpness")
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels[-1].startswith(r"threshold $(2+2\beta)/\eta_t$ = 3.8")
+    write_run(tmp_path / "plain", "b", lr=0.02, warmup=4, trace=toy_trace(0.02, 4, 50.0, 20))
+    fig = plot.trajectories(agg.aggregate(tmp_path / "plain")[1], lr=0.02, lr_units="absolute")
+    (ax,) = panels(fig, "trajectory:sharpness")
+    assert ax.get_legend().get_texts()[-1].get_text() == r"threshold $2/\eta_t$"
+
+
 def test_trajectory_loss_choice_is_checked(tmp_path):
     d = tmp_path / "one"
     write_run(d, "a", lr=0.1, warmup=1, trace=toy_trace(0.1, 1, 50.0, 5))
