@@ -29,6 +29,7 @@ Imports stay light at module level: `sweep --help` imports this module.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from pathlib import Path, PurePath
@@ -347,7 +348,8 @@ def grid_jobs(arguments: Sequence[str]) -> tuple[list[Any], list[list[str]]]:
             else:
                 cell.append(f"{key}={_value_string(get_dotted(d, key))}")
         grid_keys = ",".join(_quote(k) for k in spec.grid)
-        cell += [f"hydra.sweeper.run_id={_quote(spec.run_id)}", f"hydra.sweeper.grid_keys=[{grid_keys}]"]
+        cell += [f"hydra.sweeper.run_id={_quote(spec.run_id)}", f"hydra.sweeper.grid_keys=[{grid_keys}]",
+                 f"hydra.sweeper.grid_block={_quote(json.dumps(d.get('grid') or {}, sort_keys=True))}"]
         jobs.append(cell)
     return runs, jobs
 
@@ -395,6 +397,10 @@ def run_job(cfg: Any) -> Optional[float]:
                      f"it, or use sweep run")
     if multirun and ours:
         grid_keys = list(hc.sweeper.grid_keys or [])
+        block_json = OmegaConf.select(hc, "sweeper.grid_block", default=None)
+        if block_json:  # the grid really expanded (sweep.grid.effective_grid), as `sweep run` records it
+            cfg.grid = json.loads(str(block_json))
+            d = to_dict(cfg)
     else:
         grid_keys = override_grid_keys(list(hc.overrides.task))
     spec = RunSpec(run_id(cfg), cfg, {k: get_dotted(d, k) for k in grid_keys})

@@ -32,6 +32,7 @@ class SweepGridSweeperConf:
     # Set by the sweeper on each job's overrides (read by the job); not for users.
     run_id: Optional[str] = None
     grid_keys: List[str] = field(default_factory=list)
+    grid_block: Optional[str] = None  # JSON: the grid the job belongs to, for its record's `grid` block
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="sweep_grid", node=SweepGridSweeperConf, provider="sweep")
@@ -43,7 +44,7 @@ class SweepGridError(CompactHydraException):
 
 class SweepGridSweeper(Sweeper):
     def __init__(self, max_batch_size: Optional[int] = None, run_id: Optional[str] = None,
-                 grid_keys: Sequence[str] = ()) -> None:
+                 grid_keys: Sequence[str] = (), grid_block: Optional[str] = None) -> None:
         super().__init__()
         if max_batch_size is not None and max_batch_size < 1:
             raise SweepGridError(f"hydra.sweeper.max_batch_size={max_batch_size}: must be >= 1 (or null: all jobs)")
