@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional
 
+from sweep.termination import deferred
+
 CLAIMS = "claims"
 BREAKER_STALE_S = 60.0
 PROGRESS_EVERY_S = 2.0
@@ -128,9 +130,10 @@ class Claims:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self.release(list(self.held))
-        self._progress_path().unlink(missing_ok=True)
+        with deferred():
+            self._stop.set()
+            self.release(list(self.held))
+            self._progress_path().unlink(missing_ok=True)
 
     # -------------------------------------------------------------------- progress
     def _progress_path(self) -> Path:
@@ -164,7 +167,12 @@ class Claims:
         return self.dir / f"{run_id}.claim"
 
     def claim(self, run_id: str) -> bool:
-        """Take the run (True), or False when a live process holds it (recorded in `busy`)."""
+        """Take the run (True), or False when a live process holds it (recorded in `busy`). A SIGTERM
+        waits for the end: a claim file is never created without being held (then released)."""
+        with deferred():
+            return self._claim(run_id)
+
+    def _claim(self, run_id: str) -> bool:
         if run_id in self.held:
             return True
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -196,6 +204,10 @@ class Claims:
         return [r for r in run_ids if self.claim(r)]
 
     def release(self, run_ids: Iterable[str]) -> None:
+        with deferred():
+            self._release(run_ids)
+
+    def _release(self, run_ids: Iterable[str]) -> None:
         for run_id in list(run_ids):
             with self._lock:
                 if run_id not in self.held:

@@ -203,12 +203,16 @@ def _sha256(path: Path) -> str:
 
 
 def write_run(sweep: Path, run_id: str, record: dict, trace: Optional[pd.DataFrame]) -> Path:
-    """Trace first, then the record that lists the trace's size and checksum."""
+    """Trace first, then the record that lists the trace's size and checksum (a SIGTERM waits for
+    both: no temporary file is left behind)."""
+    from sweep.termination import deferred
+
     d = run_dir(sweep, run_id)
-    if trace is not None:
-        atomic_write_parquet(d / TRACE, trace)
-        record = {**record, "files": {TRACE: {"bytes": (d / TRACE).stat().st_size, "sha256": _sha256(d / TRACE)}}}
-    atomic_write_json(d / RECORD, record)
+    with deferred():
+        if trace is not None:
+            atomic_write_parquet(d / TRACE, trace)
+            record = {**record, "files": {TRACE: {"bytes": (d / TRACE).stat().st_size, "sha256": _sha256(d / TRACE)}}}
+        atomic_write_json(d / RECORD, record)
     return d
 
 

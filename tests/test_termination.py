@@ -36,10 +36,46 @@ def test_a_swallowed_sigterm_is_raised_again() -> None:
     out = subprocess.run([sys.executable, "-c", CODE], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.splitlines() == ["survived the swallowed raise", "raised again"], (out.stdout, out.stderr)
-    assert "Terminated" in out.stderr  # Python's "Exception ignored in: ... gc callback" note
 
 
 def test_no_sigterm_no_raise() -> None:
     from sweep import termination
 
     termination.raise_if_terminated()  # nothing happened: returns
+
+
+CLAIM_CODE = r"""
+import os, signal, sys, tempfile
+from pathlib import Path
+from sweep import claims, termination
+
+termination.install()
+sweep = Path(tempfile.mkdtemp())
+c = claims.Claims(sweep)
+create = c._create
+
+def create_then_sigterm(path):
+    made = create(path)
+    os.kill(os.getpid(), signal.SIGTERM)  # between "file created" and "claim held"
+    return made
+
+c._create = create_then_sigterm
+try:
+    with c:
+        c.claim("r1")
+        print("not interrupted", flush=True)
+except termination.Terminated:
+    print("terminated after the claim", flush=True)
+print(sorted(p.name for p in (sweep / claims.CLAIMS).iterdir()), flush=True)
+"""
+
+
+def test_sigterm_inside_a_claim_waits_for_it_and_leaves_no_claim_file() -> None:
+    out = subprocess.run([sys.executable, "-c", CLAIM_CODE], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.splitlines() == ["terminated after the claim", "[]"], (out.stdout, out.stderr)
+
+
+def test_a_dropped_terminated_is_not_printed_once_installed() -> None:
+    out = subprocess.run([sys.executable, "-c", CODE], capture_output=True, text=True, timeout=60)
+    assert "Traceback" not in out.stderr, out.stderr[-2000:]
