@@ -368,7 +368,7 @@ _FIGURES = (
            paper="WRN-16-4 muP (per-layer Adam lrs), CIFAR-10, xent, Adam B=128, 1e4 steps, 2^x*1e-5, delta 0.1"),
     Figure("fig30", "GI-Adam trajectories (muP and SP): initial preconditioned sharpness ~sqrt(1-b2) of Adam's",
            ("fig30_mup", "fig30_sp"), _traj("param"),
-           _quick(FCN_SGD_QUICK, FCN_SGD_QUICK_BASE_TEXT, 10, *ADAM_PROBE_QUICK, note=ADAM_PROBE_QUICK_TEXT),
+           _quick(FCN_SGD_QUICK, FCN_SGD_QUICK_BASE_TEXT, 16, *ADAM_PROBE_QUICK, note=ADAM_PROBE_QUICK_TEXT),
            paper="as Figure 2 (simple-muP 0.003, SP 0.001) with GI-Adam"),
     Figure("fig31", "Adam variants (Adam, Adam + T_wrm=1024, GI-Adam) at eta 0.02048 and 0.04096: test accuracy",
            ("fig31",),
