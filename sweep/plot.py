@@ -502,8 +502,9 @@ def trajectories(traces_df: pd.DataFrame, lr: float | None = None, lr_units: str
     lr_col = lr_column(traces_df, lr_units, traces=True)
     facet_cols = _parse_facet(traces_df, facet)
     groups = facet_groups(traces_df, facet_cols)
-    adaptive = _sharpness_column(traces_df) == "precond_sharpness"
-    quantities = ["sharpness", "precond_sharpness"] if adaptive else ["sharpness"]
+    measured_pc = _sharpness_column(traces_df) == "precond_sharpness"
+    adaptive = measured_pc or ("optimizer" in traces_df and traces_df["optimizer"].isin(["adam", "gi_adam"]).any())
+    quantities = ["sharpness", "precond_sharpness"] if measured_pc else ["sharpness"]
     ncols = 1 + len(quantities)
     fig, axes = plt.subplots(len(groups), ncols, figsize=(5 * ncols, 3.4 * len(groups) + 0.4),
                              layout="constrained", squeeze=False)

@@ -215,6 +215,17 @@ def test_momentum_threshold_legend_says_two_plus_two_beta(tmp_path):
     assert ax.get_legend().get_texts()[-1].get_text() == r"threshold $2/\eta_t$"
 
 
+def test_adam_threshold_legend_without_a_preconditioned_probe(tmp_path):
+    """An Adam sweep that did not measure P^-1 H still labels its threshold as Adam's, not SGD-M's."""
+    d = tmp_path / "adam_nopc"
+    trace = toy_trace(1e-3, 4, 50.0, 20)
+    trace["threshold"] = (2 + 2 * 0.9) / (trace["lr"] * (1 - 0.9))
+    write_run(d, "a", lr=1e-3, warmup=4, optimizer="adam", trace=trace)
+    fig = plot.trajectories(agg.aggregate(d)[1], lr=1e-3, lr_units="absolute")
+    (ax,) = panels(fig, "trajectory:sharpness")
+    assert "beta_1" in ax.get_legend().get_texts()[-1].get_text()
+
+
 def test_trajectory_loss_choice_is_checked(tmp_path):
     d = tmp_path / "one"
     write_run(d, "a", lr=0.1, warmup=1, trace=toy_trace(0.1, 1, 50.0, 5))
