@@ -473,10 +473,24 @@ def _trajectory_loss_column(rows: pd.DataFrame, loss: str) -> str:
     return "probe_loss" if loss == "probe" else "loss"
 
 
-def _threshold_label(rows: pd.DataFrame, adaptive: bool) -> str:
-    """The legend of the dashed curve: Adam's (2+2 beta_1)/(eta_t (1-beta_1)); for SGD the trace's
-    threshold x lr_t, i.e. 2 without momentum and 2+2 beta with it (Figure 10's (2+2 beta)/eta_t)."""
+def _adam_sharpness_threshold(run: pd.DataFrame) -> pd.Series:
+    """(2+2 beta_1)/eta_t, the threshold the sharpness lambda^H is compared with for Adam (Kalra &
+    Barkeshli Sec. 4.3: "sharpness is significantly smaller than its instability threshold
+    (2+2 beta_1)/eta_t ~ 4000"). The trace's `threshold` is optim.instability_threshold's
+    (2+2 beta_1)/(eta_t (1-beta_1)) for P^-1 H; with c = threshold x eta_t = (2+2 beta_1)/(1-beta_1),
+    1 - beta_1 = 4/(c+2), so this is threshold x (1 - beta_1), read off the trace itself."""
+    threshold = run["threshold"].astype(float)
+    c = threshold * run["lr"].astype(float)
+    return threshold * 4.0 / (c + 2.0)
+
+
+def _threshold_label(rows: pd.DataFrame, adaptive: bool, quantity: str = "precond_sharpness") -> str:
+    """The legend of the dashed curve: Adam's (2+2 beta_1)/(eta_t (1-beta_1)) for P^-1 H and
+    (2+2 beta_1)/eta_t for H; for SGD the trace's threshold x lr_t, i.e. 2 without momentum and 2+2 beta
+    with it (Figure 10's (2+2 beta)/eta_t)."""
     if adaptive:
+        if quantity == "sharpness":
+            return r"threshold $(2+2\beta_1)/\eta_t$"
         return r"threshold $(2+2\beta_1)/(\eta_t(1-\beta_1))$"
     c = (rows["threshold"].astype(float) * rows["lr"].astype(float)).median()
     if not np.isfinite(c) or abs(c - 2.0) < 1e-6 * 2:
@@ -491,12 +505,14 @@ def trajectories(traces_df: pd.DataFrame, lr: float | None = None, lr_units: str
 
     One row per facet value, one colour per warmup. Columns: the loss (see `_trajectory_loss_column`
     for `loss`), the sharpness lambda^H and, when the runs measured it (Adam, GI-Adam), the
-    preconditioned sharpness lambda^{P^-1 H}: Kalra & Barkeshli Figure 2 (Sec. 4.3) shows loss,
-    sharpness and preconditioned sharpness, with "the instability thresholds (2+2 beta_1)/
-    (eta_t (1-beta_1))" dashed in the preconditioned panel. Dashed curves are the trace's `threshold`
-    (2/lr_t, (2+2b)/lr_t for SGD(-M), Adam's for P^-1 H), drawn beside the quantity it bounds: for
-    adaptive runs the sharpness panel has none (Adam's stability is set by P^-1 H). `lr` is in
-    `lr_units`; None picks, per facet, the largest lr where at least two warmups did not diverge."""
+    preconditioned sharpness lambda^{P^-1 H}: Kalra & Barkeshli Figure 2 (Sec. 4.3) shows "the
+    training loss, pre-conditioned sharpness, and sharpness trajectories for full batch Adam", with
+    "the instability thresholds (2+2 beta_1)/(eta_t (1-beta_1))" dashed beside P^-1 H, and Sec. 4.3
+    compares the sharpness with "its instability threshold (2+2 beta_1)/eta_t ~ 4000", far above it.
+    Dashed curves: in the sharpness panel 2/lr_t or (2+2b)/lr_t for SGD(-M) (the trace's `threshold`)
+    and (2+2 b1)/lr_t for Adam/GI-Adam (`_adam_sharpness_threshold`); in the P^-1 H panel the trace's
+    `threshold`, Adam's (2+2 b1)/(lr_t (1-b1)). `lr` is in `lr_units`; None picks, per facet, the
+    largest lr where at least two warmups did not diverge."""
     if traces_df.empty:
         raise ConfigError("no traces in this sweep (no trace.parquet files yet)")
     lr_col = lr_column(traces_df, lr_units, traces=True)
@@ -527,7 +543,6 @@ def trajectories(traces_df: pd.DataFrame, lr: float | None = None, lr_units: str
         if warmups is not None:
             chosen = chosen[chosen["warmup"].isin(list(warmups))]
         loss_column = _trajectory_loss_column(chosen, loss)
-        threshold_at = quantities[-1]  # the quantity the optimizer's threshold bounds
         for warmup, run in sorted(chosen.groupby("warmup"), key=lambda kv: kv[0]):
             run = _until_last_finite(run.sort_values("step"), loss_column)
             c = colour.get(warmup, "k")
@@ -535,8 +550,13 @@ def trajectories(traces_df: pd.DataFrame, lr: float | None = None, lr_units: str
             ax_loss.plot(run["step"], run[loss_column], color=c, lw=1.3, label=label, gid=f"loss:{warmup}")
             for q, ax in sharp_axes.items():
                 ax.plot(run["step"], run[q], color=c, lw=1.3, label=label, gid=f"{q}:{warmup}")
-            sharp_axes[threshold_at].plot(run["step"], run["threshold"], color=c, lw=1.0, ls="--",
-                                          gid=f"threshold:{warmup}")
+            for q, ax in sharp_axes.items():
+                if adaptive and q == "sharpness":  # (2+2 b1)/eta_t, Sec. 4.3
+                    ax.plot(run["step"], _adam_sharpness_threshold(run), color=c, lw=1.0, ls="--",
+                            gid=f"sharpness_threshold:{warmup}")
+                else:  # the optimizer's own threshold, for the quantity it bounds
+                    ax.plot(run["step"], run["threshold"], color=c, lw=1.0, ls="--",
+                            gid=f"threshold:{warmup}")
             if (run["outcome"] == "diverged").any():
                 last = run[np.isfinite(run[loss_column].astype(float))].tail(1)
                 ax_loss.plot(last["step"], last[loss_column], marker="x", color=c, ms=7, mew=2, ls="")
@@ -551,16 +571,15 @@ def trajectories(traces_df: pd.DataFrame, lr: float | None = None, lr_units: str
             ax.set_yscale("log")
             ax.set_xlabel("step $t$")
         loss_unit = LOSS_UNITS.get(str(chosen["loss_fn"].iloc[0])) if "loss_fn" in chosen else None
-        ylabel = ("loss, measurement batch" if loss_column == "probe_loss"  # fixed and un-augmented
+        ylabel = ("loss, fixed measurement batch" if loss_column == "probe_loss"  # fixed and un-augmented
                   else "loss, augmented update batch" if "augment" in chosen and
                   (chosen["augment"].fillna("none") != "none").any() else "training loss")
         ax_loss.set_ylabel(ylabel + (f" ({loss_unit})" if loss_unit else ""))
         for q, ax in sharp_axes.items():
             ax.set_ylabel(r"$\lambda^{P^{-1}H}_t$" if q == "precond_sharpness" else r"$\lambda^H_t$")
             handles, labels = ax.get_legend_handles_labels()
-            if q == threshold_at:
-                handles.append(Line2D([], [], color="0.3", ls="--", lw=1.0))
-                labels.append(_threshold_label(chosen, adaptive))
+            handles.append(Line2D([], [], color="0.3", ls="--", lw=1.0))
+            labels.append(_threshold_label(chosen, adaptive, q))
             ax.legend(handles, labels, fontsize=7, loc="best", framealpha=0.8)
     context = _context_title(traces_df, facet_cols)
     fig.suptitle(" · ".join(filter(None, [context, "training trajectories (×: last probe of a diverged run)"])),

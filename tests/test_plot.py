@@ -180,9 +180,33 @@ def test_adam_trajectories_draw_sharpness_and_preconditioned_sharpness(tmp_path)
     np.testing.assert_allclose(lines_h["sharpness:4"].get_ydata(), trace["sharpness"])
     np.testing.assert_allclose(lines_pc["precond_sharpness:4"].get_ydata(), trace["precond_sharpness"])
     np.testing.assert_allclose(lines_pc["threshold:4"].get_ydata(), trace["threshold"])
-    assert "threshold:4" not in lines_h  # Adam's threshold bounds P^-1 H, not H
+    assert "threshold:4" not in lines_h  # Adam's (2+2b1)/(eta(1-b1)) bounds P^-1 H, not H
+    assert "sharpness_threshold:4" not in lines_pc
     assert "preconditioned" in ax_pc.get_title() and "preconditioned" not in ax_h.get_title()
     assert "GI-Adam" in fig._suptitle.get_text() and "SP" in fig._suptitle.get_text()
+
+
+def test_adam_sharpness_panel_draws_two_plus_two_beta1_over_eta(tmp_path):
+    """Kalra & Barkeshli Sec. 4.3: Adam's sharpness lies far below "its instability threshold
+    (2+2 beta_1)/eta_t": the sharpness panel draws it (derived from the trace's P^-1 H threshold), with or
+    without a P^-1 H probe, and each panel's legend names its own threshold."""
+    for b1, pc in ((0.9, True), (0.8, False)):
+        d = tmp_path / f"adam{b1}"
+        trace = toy_trace(1e-3, 4, 50.0, 20)
+        if pc:
+            trace["precond_sharpness"] = trace["sharpness"] * 3
+        trace["threshold"] = (2 + 2 * b1) / (trace["lr"] * (1 - b1))
+        write_run(d, "a", lr=1e-3, warmup=4, optimizer="adam", trace=trace)
+        fig = plot.trajectories(agg.aggregate(d)[1], lr=1e-3, lr_units="absolute")
+        (ax_h,) = panels(fig, "trajectory:sharpness")
+        lines_h = {ln.get_gid(): ln for ln in ax_h.lines}
+        np.testing.assert_allclose(lines_h["sharpness_threshold:4"].get_ydata(), (2 + 2 * b1) / trace["lr"],
+                                   rtol=1e-9)
+        assert ax_h.get_legend().get_texts()[-1].get_text() == r"threshold $(2+2\beta_1)/\eta_t$"
+        if pc:
+            (ax_pc,) = panels(fig, "trajectory:precond_sharpness")
+            assert ax_pc.get_legend().get_texts()[-1].get_text() == \
+                r"threshold $(2+2\beta_1)/(\eta_t(1-\beta_1))$"
 
 
 @pytest.mark.parametrize("augment, loss, drawn", [
