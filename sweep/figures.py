@@ -294,7 +294,7 @@ _FIGURES = (
            paper="FCN-4-512 SP, 5k CIFAR-10, xent, GD 32/lambda0, b in {0, 0.9}, 2000 steps"),
     Figure("fig13", "FCN Adam with B=512: preconditioned sharpness far below Adam's threshold late",
            ("fig13",), _traj("param"),
-           _quick(FCN_SGD_QUICK, FCN_SGD_QUICK_TEXT, 11),
+           _quick(FCN_SGD_QUICK, FCN_SGD_QUICK_BASE_TEXT + ", float32 sharpness and P^-1 H on 1k examples", 11),
            paper="FCN-4-512 muP & SP, CIFAR-10 (aug.), MSE, Adam 0.001 B=512, 2000 steps"),
     Figure("fig14", "FCN full-batch Adam with cross-entropy",
            ("fig14",), _traj("param"),
