@@ -278,7 +278,7 @@ _FIGURES = (
            paper="FCN-4-512, all CIFAR-10, MSE, SGD B=512, muP 1/lambda0 & SP 32/lambda0, 2000 steps"),
     Figure("fig9", "FCN GD with momentum 0.9: oscillating loss, threshold from 2/eta to (2+2b)/eta",
            ("fig9_mup", "fig9_sp"), _traj("param,target_lr_over_lambda0"),
-           _quick(FCN_GD_QUICK, FCN_GD_QUICK_TEXT, 11),
+           _quick(FCN_GD_QUICK, FCN_GD_QUICK_TEXT, 24),
            paper="FCN-4-512, 5k CIFAR-10, MSE, GD b=0.9, muP 1/lambda0, SP 1/lambda0 & 32/lambda0, 2000 steps"),
     Figure("fig10", "FCN SGD-M (B=512, b=0.9): late sharpness far below (2+2b)/eta",
            ("fig10_mup", "fig10_sp"), _traj("param"),
