@@ -290,7 +290,7 @@ _FIGURES = (
            paper="FCN-4-512, all CIFAR-10, xent, SGD B=512, muP 1/lambda0 & SP 32/lambda0, 2000 steps"),
     Figure("fig12", "FCN SP GD with cross-entropy, momentum 0 vs 0.9",
            ("fig12",), _traj("momentum"),
-           _quick(FCN_GD_QUICK, FCN_GD_QUICK_TEXT, 8),
+           _quick(FCN_GD_QUICK, FCN_GD_QUICK_TEXT, 13),
            paper="FCN-4-512 SP, 5k CIFAR-10, xent, GD 32/lambda0, b in {0, 0.9}, 2000 steps"),
     Figure("fig13", "FCN Adam with B=512: preconditioned sharpness far below Adam's threshold late",
            ("fig13",), _traj("param"),
