@@ -468,9 +468,14 @@ def _trajectory_loss_column(rows: pd.DataFrame, loss: str) -> str:
     if loss not in LOSS_CHOICES:
         raise ConfigError(f"--loss {loss}: choose one of {', '.join(LOSS_CHOICES)}")
     if loss == "auto":
-        augmented = "augment" in rows and (rows["augment"].fillna("none") != "none").any()
-        loss = "probe" if augmented and "probe_loss" in rows and rows["probe_loss"].notna().any() else "train"
+        measured = "probe_loss" in rows and rows["probe_loss"].notna().any()
+        loss = "probe" if _augmented(rows) and measured else "train"
     return "probe_loss" if loss == "probe" else "loss"
+
+
+def _augmented(rows: pd.DataFrame) -> bool:
+    """Whether any of these runs trained on augmented data (the `augment` summary column)."""
+    return "augment" in rows and bool((rows["augment"].fillna("none") != "none").any())
 
 
 def _adam_sharpness_threshold(run: pd.DataFrame) -> pd.Series:
@@ -550,7 +555,6 @@ def trajectories(traces_df: pd.DataFrame, lr: float | None = None, lr_units: str
             ax_loss.plot(run["step"], run[loss_column], color=c, lw=1.3, label=label, gid=f"loss:{warmup}")
             for q, ax in sharp_axes.items():
                 ax.plot(run["step"], run[q], color=c, lw=1.3, label=label, gid=f"{q}:{warmup}")
-            for q, ax in sharp_axes.items():
                 if adaptive and q == "sharpness":  # (2+2 b1)/eta_t, Sec. 4.3
                     ax.plot(run["step"], _adam_sharpness_threshold(run), color=c, lw=1.0, ls="--",
                             gid=f"sharpness_threshold:{warmup}")
@@ -572,8 +576,7 @@ def trajectories(traces_df: pd.DataFrame, lr: float | None = None, lr_units: str
             ax.set_xlabel("step $t$")
         loss_unit = LOSS_UNITS.get(str(chosen["loss_fn"].iloc[0])) if "loss_fn" in chosen else None
         ylabel = ("loss, fixed measurement batch" if loss_column == "probe_loss"  # fixed and un-augmented
-                  else "loss, augmented update batch" if "augment" in chosen and
-                  (chosen["augment"].fillna("none") != "none").any() else "training loss")
+                  else "loss, augmented update batch" if _augmented(chosen) else "training loss")
         ax_loss.set_ylabel(ylabel + (f" ({loss_unit})" if loss_unit else ""))
         for q, ax in sharp_axes.items():
             ax.set_ylabel(r"$\lambda^{P^{-1}H}_t$" if q == "precond_sharpness" else r"$\lambda^H_t$")
