@@ -80,6 +80,19 @@ def ensure_encodable_output() -> None:
 _STORAGE_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
 
 
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Hydra overrides may come after an option (`sweep figures fig9 --plot-only data=npz`): plain
+    argparse stops the `overrides` list at the first option and rejects what follows it."""
+    args, extra = parser.parse_known_args(argv)
+    takes_overrides = isinstance(getattr(args, "overrides", None), list)
+    unknown = [e for e in extra if e.startswith("-") or not takes_overrides]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     from sweep import termination
     from sweep.termination import Terminated
@@ -90,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         from sweep.completion import main as complete
 
         return complete(argv[1:])
-    args = build_parser(argv).parse_args(argv)
+    args = _parse(build_parser(argv), argv)
     from sweep.errors import UserError, format_user_error  # after parsing: `--help` needs no hydra
 
     termination.install()

@@ -54,6 +54,7 @@ NOT_FACETS = not_facets()
 TRACE_VALUES = trace_values()
 MAX_PANELS = 24
 FACET_ORDER = ("param", "loss", "loss_fn", "optimizer", "model", "data", "batch_size", "momentum", "b1", "decay")
+LR_COLUMNS = ("lr", "lr_over_lambda0", "target_lr", "target_lr_over_lambda0")
 DISPLAY = {"sp": "SP", "mup": "μP", "mse": "MSE", "xent": "cross-entropy", "sgd": "SGD", "adam": "Adam",
            "gi_adam": "GI-Adam", "fcn": "FCN", "wrn": "WRN", "transformer": "Transformer"}
 
@@ -123,6 +124,8 @@ def lr_tick_labels(values: Sequence[float], lr_col: str) -> list[str]:
     if len(values):
         decade = 10.0 ** math.floor(math.log10(min(values)))
         texts = [_pow2_text(v / decade) for v in values]
+        if all(t == "2^{0}" for t in texts):  # every value is the decade itself: 10^-3, not 2^0·10^-3
+            return [rf"$10^{{{round(math.log10(decade))}}}{suffix}$" for _ in values]
         if all(texts):
             return [rf"${t}\cdot10^{{{round(math.log10(decade))}}}{suffix}$" for t in texts]
     return [f"{v:.4g}" + ("/λ0" if suffix else "") for v in values]
@@ -330,9 +333,19 @@ def _context_title(df: pd.DataFrame, facet: Sequence[str]) -> str:
             value = df[col].dropna().iloc[0]
             if col == "batch_size":
                 parts.append("full batch" if value == 0 else f"B={value}")
+            elif col == "optimizer" and value == "sgd" and _shared_momentum(df):
+                parts.append(f"SGD with momentum β={_shared_momentum(df):g}")
             else:
                 parts.append(DISPLAY.get(str(value), str(value)))
     return ", ".join(parts)
+
+
+def _shared_momentum(df: pd.DataFrame) -> float:
+    """The one momentum every run shares (0 when none or when it varies): "SGD" alone would hide it."""
+    if "momentum" not in df:
+        return 0.0
+    values = df["momentum"].dropna().unique()
+    return float(values[0]) if len(values) == 1 and values[0] else 0.0
 
 
 def add_title_line(fig: plt.Figure, line: str) -> plt.Figure:
@@ -497,10 +510,37 @@ def _threshold_label(rows: pd.DataFrame, adaptive: bool, quantity: str = "precon
         if quantity == "sharpness":
             return r"threshold $(2+2\beta_1)/\eta_t$"
         return r"threshold $(2+2\beta_1)/(\eta_t(1-\beta_1))$"
-    c = (rows["threshold"].astype(float) * rows["lr"].astype(float)).median()
-    if not np.isfinite(c) or abs(c - 2.0) < 1e-6 * 2:
+    c = _momentum_threshold(rows)
+    if c == 2.0:
         return r"threshold $2/\eta_t$"
     return rf"threshold $(2+2\beta)/\eta_t$ = {c:.3g}$/\eta_t$"
+
+
+def _momentum_threshold(rows: pd.DataFrame) -> float:
+    """threshold x lr_t read off the traces: 2 for plain SGD/GD, 2+2 beta with heavy-ball momentum."""
+    c = float((rows["threshold"].astype(float) * rows["lr"].astype(float)).median())
+    return 2.0 if not np.isfinite(c) or abs(c - 2.0) < 1e-6 * 2 else c
+
+
+# A diverged run may reach 1e30: the axis ends this far above the highest value of the runs that did not.
+DIVERGED_HEADROOM = 30.0
+
+
+def _clip_diverged(ax, curves: list[tuple[bool, pd.Series]]) -> None:
+    """Keep the other runs' catapults readable: when a diverged run climbs far above every run that
+    did not diverge, end the log axis DIVERGED_HEADROOM x above them; the diverged curve leaves the
+    panel at the top and its x marker is drawn on the edge (`clip_on=False`)."""
+    def top(values: list[pd.Series]) -> float:
+        finite = [v[np.isfinite(v) & (v > 0)] for v in (s.astype(float) for s in values)]
+        finite = [v for v in finite if len(v)]
+        return max(float(v.max()) for v in finite) if finite else float("nan")
+    calm = top([s for diverged, s in curves if not diverged])
+    wild = top([s for diverged, s in curves if diverged])
+    if np.isfinite(calm) and np.isfinite(wild) and wild > calm * DIVERGED_HEADROOM:
+        ax.set_ylim(top=calm * DIVERGED_HEADROOM)
+        for line in ax.lines:  # the x markers: on the edge, not above the panel
+            if (line.get_gid() or "").startswith("diverged:"):
+                line.set_ydata(np.minimum(np.asarray(line.get_ydata(), float), calm * DIVERGED_HEADROOM))
 
 
 def trajectories(traces_df: pd.DataFrame, lr: float | None = None, lr_units: str = "auto",
@@ -548,24 +588,35 @@ def trajectories(traces_df: pd.DataFrame, lr: float | None = None, lr_units: str
         if warmups is not None:
             chosen = chosen[chosen["warmup"].isin(list(warmups))]
         loss_column = _trajectory_loss_column(chosen, loss)
+        with_momentum = not adaptive and _momentum_threshold(chosen) != 2.0
+        kept: dict[Any, list[tuple[bool, pd.Series]]] = {ax: [] for ax in row_axes}
         for warmup, run in sorted(chosen.groupby("warmup"), key=lambda kv: kv[0]):
             run = _until_last_finite(run.sort_values("step"), loss_column)
             c = colour.get(warmup, "k")
             label = f"$T_{{\\mathrm{{wrm}}}}={warmup_tick_labels([warmup])[0].strip('$')}$"
             ax_loss.plot(run["step"], run[loss_column], color=c, lw=1.3, label=label, gid=f"loss:{warmup}")
+            diverged = bool((run["outcome"] == "diverged").any())
+            kept[ax_loss].append((diverged, run[loss_column]))
             for q, ax in sharp_axes.items():
                 ax.plot(run["step"], run[q], color=c, lw=1.3, label=label, gid=f"{q}:{warmup}")
                 if adaptive and q == "sharpness":  # (2+2 b1)/eta_t, Sec. 4.3
-                    ax.plot(run["step"], _adam_sharpness_threshold(run), color=c, lw=1.0, ls="--",
-                            gid=f"sharpness_threshold:{warmup}")
+                    threshold = _adam_sharpness_threshold(run)
+                    ax.plot(run["step"], threshold, color=c, lw=1.0, ls="--", gid=f"sharpness_threshold:{warmup}")
                 else:  # the optimizer's own threshold, for the quantity it bounds
-                    ax.plot(run["step"], run["threshold"], color=c, lw=1.0, ls="--",
-                            gid=f"threshold:{warmup}")
-            if (run["outcome"] == "diverged").any():
+                    threshold = run["threshold"]
+                    ax.plot(run["step"], threshold, color=c, lw=1.0, ls="--", gid=f"threshold:{warmup}")
+                    if with_momentum:  # Figs. 9/10: "dashed lines show the 2/eta_t for reference"
+                        ax.plot(run["step"], 2.0 / run["lr"].astype(float), color=c, lw=0.8, ls=":",
+                                gid=f"reference:{warmup}")
+                kept[ax].append((diverged, run[q]))
+                kept[ax].append((diverged, threshold))
+            if diverged:
                 last = run[np.isfinite(run[loss_column].astype(float))].tail(1)
-                ax_loss.plot(last["step"], last[loss_column], marker="x", color=c, ms=7, mew=2, ls="")
+                ax_loss.plot(last["step"], last[loss_column], marker="x", color=c, ms=7, mew=2, ls="",
+                             clip_on=False, gid=f"diverged:{warmup}")
         lr_text = lr_tick_labels([target], lr_col)[0]
-        head = " · ".join(filter(None, [_panel_title(value), rf"$\eta_{{\mathrm{{trgt}}}}$ = {lr_text}"]))
+        others = {c: v for c, v in value.items() if c not in LR_COLUMNS}  # the lr is shown once, as eta_trgt
+        head = " · ".join(filter(None, [_panel_title(others), rf"$\eta_{{\mathrm{{trgt}}}}$ = {lr_text}"]))
         loss_what = "loss on the measurement batch" if loss_column == "probe_loss" else "training loss"
         ax_loss.set_title(f"{head}: {loss_what}", fontsize=10)
         for q, ax in sharp_axes.items():
@@ -583,7 +634,12 @@ def trajectories(traces_df: pd.DataFrame, lr: float | None = None, lr_units: str
             handles, labels = ax.get_legend_handles_labels()
             handles.append(Line2D([], [], color="0.3", ls="--", lw=1.0))
             labels.append(_threshold_label(chosen, adaptive, q))
+            if with_momentum and q == "sharpness":
+                handles.append(Line2D([], [], color="0.3", ls=":", lw=0.8))
+                labels.append(r"reference $2/\eta_t$")
             ax.legend(handles, labels, fontsize=7, loc="best", framealpha=0.8)
+        for ax, curves in kept.items():
+            _clip_diverged(ax, curves)
     context = _context_title(traces_df, facet_cols)
     fig.suptitle(" · ".join(filter(None, [context, "training trajectories (×: last probe of a diverged run)"])),
                  fontsize=11)

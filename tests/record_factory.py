@@ -21,13 +21,14 @@ def write_run(sweep_dir: Path, run_id: str, *, lr: float, warmup: int, param: st
               outcome: str = "converged", metrics: dict[str, Any] | None = None,
               trace: pd.DataFrame | None = None, optimizer: str = "sgd", seed: int = 0,
               lambda0: float | None = None, extra_grid: dict[str, Any] | None = None,
-              lr_unit: str = "absolute", augment: dict[str, Any] | None = None) -> Path:
+              lr_unit: str = "absolute", augment: dict[str, Any] | None = None,
+              momentum: float = 0.0) -> Path:
     """Write runs/<run_id>/record.json (+ trace.parquet when given); `lr` is absolute."""
     lambda0 = LAMBDA0[param] if lambda0 is None else lambda0
     run_dir = sweep_dir / "runs" / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     opt = {"name": optimizer, "clip_norm": None}
-    opt.update({"momentum": 0.0} if optimizer == "sgd" else {"b1": 0.9, "b2": 0.999, "eps": 1e-8})
+    opt.update({"momentum": momentum} if optimizer == "sgd" else {"b1": 0.9, "b2": 0.999, "eps": 1e-8})
     summary = {
         "lr": lr, "lr_units_of_lambda0": lr * lambda0, "lambda0": lambda0, "divergence_step": None,
         "final_train_loss": 0.1, "final_train_acc": 0.9, "final_test_loss": 0.2, "final_test_acc": 0.85,

@@ -243,3 +243,15 @@ def test_tiny_demo_figure_end_to_end(tmp_path, capsys):
     assert main(["figures", "--plot-only", "demo", *TINY, f"results_dir={tmp_path}", "--format", "png"]) == 0
     assert (figs / "trajectories.png").exists()
     assert [r.stat().st_mtime_ns for r in records] == mtimes  # nothing retrained
+
+
+def test_overrides_may_follow_an_option(tmp_path, capsys):
+    """`sweep figures fig1 --dry-run data=...`: the overrides after the option are the figure's, as
+    they would be before it; an unknown option after them is still an error."""
+    assert main(["figures", "--dry-run", "fig1", *NPZ, f"results_dir={tmp_path}"]) == 0
+    before = capsys.readouterr().out
+    assert main(["figures", "fig1", "--dry-run", *NPZ, f"results_dir={tmp_path}"]) == 0
+    assert capsys.readouterr().out == before
+    with pytest.raises(SystemExit):
+        main(["figures", "fig1", "--dry-run", *NPZ, "--no-such-option"])
+    assert "unrecognized arguments: --no-such-option" in capsys.readouterr().err

@@ -228,15 +228,21 @@ def test_trajectory_loss_is_the_measurement_batch_when_training_data_are_augment
 
 def test_momentum_threshold_legend_says_two_plus_two_beta(tmp_path):
     d = tmp_path / "mom"
-    write_run(d, "a", lr=0.02, warmup=4, trace=toy_trace(0.02, 4, 50.0, 20, momentum=0.9))
+    write_run(d, "a", lr=0.02, warmup=4, trace=toy_trace(0.02, 4, 50.0, 20, momentum=0.9), momentum=0.9)
     fig = plot.trajectories(agg.aggregate(d)[1], lr=0.02, lr_units="absolute")
     (ax,) = panels(fig, "trajectory:sharpness")
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert labels[-1].startswith(r"threshold $(2+2\beta)/\eta_t$ = 3.8")
+    assert labels[-2].startswith(r"threshold $(2+2\beta)/\eta_t$ = 3.8")
+    assert labels[-1] == r"reference $2/\eta_t$"  # Figs. 9/10 draw 2/eta_t beside (2+2 beta)/eta_t
+    trace = pd.read_parquet(d / "runs" / "a" / "trace.parquet")
+    (reference,) = [ln for ln in ax.lines if ln.get_gid() == "reference:4"]
+    np.testing.assert_allclose(reference.get_ydata(), 2.0 / trace["lr"], rtol=1e-12)
+    assert "SGD with momentum β=0.9" in fig._suptitle.get_text()
     write_run(tmp_path / "plain", "b", lr=0.02, warmup=4, trace=toy_trace(0.02, 4, 50.0, 20))
     fig = plot.trajectories(agg.aggregate(tmp_path / "plain")[1], lr=0.02, lr_units="absolute")
     (ax,) = panels(fig, "trajectory:sharpness")
     assert ax.get_legend().get_texts()[-1].get_text() == r"threshold $2/\eta_t$"
+    assert not [ln for ln in ax.lines if (ln.get_gid() or "").startswith("reference:")]
 
 
 def test_adam_threshold_legend_without_a_preconditioned_probe(tmp_path):
@@ -373,3 +379,46 @@ def test_diverged_trajectory_stops_at_its_last_finite_probe(tmp_path):
     lines = {ln.get_gid(): ln for ln in ax.lines}
     assert list(lines["threshold:2"].get_xdata()) == list(range(8))
     assert len(lines["threshold:4"].get_xdata()) == 21
+
+
+def test_a_diverged_run_does_not_stretch_the_log_axes_of_the_others(tmp_path):
+    """A run that reached 1e30 would flatten the other runs' catapults to a line: the axis ends
+    DIVERGED_HEADROOM x above the runs that did not diverge, and the x sits on the top edge."""
+    d = tmp_path / "wild"
+    wild = toy_trace(0.5, 2, 50.0, 20)
+    wild.loc[wild.step >= 3, ["train_loss", "sharpness"]] = 10.0 ** (3.0 * wild.loc[wild.step >= 3, "step"])
+    wild.loc[wild.step > 10, ["train_loss", "sharpness"]] = np.nan
+    write_run(d, "x", lr=0.5, warmup=2, outcome="diverged", trace=wild)
+    calm = toy_trace(0.5, 4, 50.0, 20)
+    write_run(d, "y", lr=0.5, warmup=4, trace=calm)
+    fig = plot.trajectories(agg.aggregate(d)[1], lr=0.5, lr_units="absolute")
+    (ax_loss,) = panels(fig, "trajectory:loss")
+    top = ax_loss.get_ylim()[1]
+    assert top == pytest.approx(calm["train_loss"].max() * plot.DIVERGED_HEADROOM)
+    (marker,) = [ln for ln in ax_loss.lines if ln.get_gid() == "diverged:2"]
+    assert marker.get_ydata()[0] == pytest.approx(top)
+    (ax_sharp,) = panels(fig, "trajectory:sharpness")
+    calm_top = max(calm["sharpness"].max(), (2.0 / calm["lr"]).max())
+    assert ax_sharp.get_ylim()[1] == pytest.approx(calm_top * plot.DIVERGED_HEADROOM)
+    plt.close(fig)
+    write_run(d, "x", lr=0.5, warmup=2, outcome="diverged", trace=toy_trace(0.5, 2, 50.0, 20))
+    fig = plot.trajectories(agg.aggregate(d)[1], lr=0.5, lr_units="absolute")  # a mild one: untouched
+    (ax_loss,) = panels(fig, "trajectory:loss")
+    assert ax_loss.get_ylim()[1] < calm["train_loss"].max() * plot.DIVERGED_HEADROOM
+
+
+def test_trajectory_panels_name_the_lr_once(tmp_path):
+    """Faceted by the lr itself (Fig. 9's rows), the title says eta_trgt once, not the column name too."""
+    d = tmp_path / "two_lrs"
+    for lr in (1.0 / 50, 32.0 / 50):
+        write_run(d, f"r{lr}", lr=lr, warmup=4, trace=toy_trace(lr, 4, 50.0, 20))
+    traces = agg.aggregate(d)[1]
+    fig = plot.trajectories(traces, facet="target_lr_over_lambda0", lr_units="lambda0")
+    titles = [ax.get_title() for ax in panels(fig, "trajectory:sharpness")]
+    assert len(titles) == 2 and not any("target_lr" in t for t in titles)
+    assert "$2^{0}/\\lambda_0$" in titles[0] and "$2^{5}/\\lambda_0$" in titles[1]
+
+
+def test_a_single_decade_lr_reads_as_a_power_of_ten():
+    assert plot.lr_tick_labels([1e-3], "lr") == ["$10^{-3}$"]
+    assert plot.lr_tick_labels([1e-3, 4e-3], "lr") == ["$2^{0}\\cdot10^{-3}$", "$2^{2}\\cdot10^{-3}$"]
