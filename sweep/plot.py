@@ -121,8 +121,9 @@ def lr_tick_labels(values: Sequence[float], lr_col: str) -> list[str]:
     texts = [_pow2_text(v) for v in values]
     if all(texts):
         return [f"${t}{suffix}$" for t in texts]
-    if len(values):
-        decade = 10.0 ** math.floor(math.log10(min(values)))
+    # the paper's Adam grids 2^x x 1e-5 start at 2^4 x 1e-5 = 1.6e-4: try the decade below too
+    for shift in range(3) if len(values) else ():
+        decade = 10.0 ** (math.floor(math.log10(min(values))) - shift)
         texts = [_pow2_text(v / decade) for v in values]
         if all(t == "2^{0}" for t in texts):  # every value is the decade itself: 10^-3, not 2^0·10^-3
             return [rf"$10^{{{round(math.log10(decade))}}}{suffix}$" for _ in values]
@@ -374,7 +375,9 @@ def _colour_norm(metric: str, tables: list[pd.DataFrame]) -> mcolors.Normalize:
     lo, hi = (values.min(), values.max()) if values.size else (0.0, 1.0)
     if log_scale(metric) and lo > 0 and hi > lo:
         return mcolors.LogNorm(lo, hi)
-    return mcolors.Normalize(lo, hi if hi > lo else lo + 1e-12)
+    if hi <= lo:  # one value everywhere (T_reach = 1 in every cell): a readable unit-wide bar around it
+        lo, hi = lo - 0.5 * max(1.0, abs(lo)), hi + 0.5 * max(1.0, abs(hi))
+    return mcolors.Normalize(lo, hi)
 
 
 def _phase_panels(summary: pd.DataFrame, panels: list[tuple[str, pd.DataFrame, str]], lr_col: str,

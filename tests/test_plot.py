@@ -422,3 +422,13 @@ def test_trajectory_panels_name_the_lr_once(tmp_path):
 def test_a_single_decade_lr_reads_as_a_power_of_ten():
     assert plot.lr_tick_labels([1e-3], "lr") == ["$10^{-3}$"]
     assert plot.lr_tick_labels([1e-3, 4e-3], "lr") == ["$2^{0}\\cdot10^{-3}$", "$2^{2}\\cdot10^{-3}$"]
+    # fig28's grid 2^x x 1e-5 for x = 4, 8, 12
+    assert plot.lr_tick_labels([0.00016, 0.00256, 0.04096], "lr") == [
+        "$2^{4}\\cdot10^{-5}$", "$2^{8}\\cdot10^{-5}$", "$2^{12}\\cdot10^{-5}$"]
+
+
+def test_a_panel_of_one_value_gets_a_readable_colour_scale():
+    """fig27's T_reach is 1 in every converged cell: the bar spans 0.5-1.5, not 1-1e-12..1."""
+    norm = plot._colour_norm("t_reach", [pd.DataFrame([[1.0, 1.0], [1.0, np.nan]])])
+    assert (norm.vmin, norm.vmax) == (0.5, 1.5) and norm(1.0) == pytest.approx(0.5)
+    assert isinstance(plot._colour_norm("t_reach", [pd.DataFrame([[1.0, 97.0]])]), plt.matplotlib.colors.LogNorm)
