@@ -104,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return complete(argv[1:])
     args = _parse(build_parser(argv), argv)
-    from sweep.errors import UserError, format_user_error  # after parsing: `--help` needs no hydra
+    from sweep.errors import UserError, format_user_error, install_warning_format  # after parsing: `--help` needs no hydra
+
+    install_warning_format()
 
     termination.install()
     try:

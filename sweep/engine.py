@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+import warnings
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ import pandas as pd
 from jax.flatten_util import ravel_pytree
 
 from sweep import catapult, columns, curvature, eta_c, optim, probes
+from sweep.errors import SweepWarning
 from sweep.identity import MEMBER_KEYS, cohort_key, content_hash, drop_key, identity_dict
 from sweep.plan import CohortPlan, plan_cohort  # noqa: F401 - re-exported: engine.plan_cohort
 from sweep.runtime import configure_jax
@@ -42,6 +44,27 @@ TRACE_COLUMNS = [
 # the per-probe values of the engine's own measurements (in this order), before the metrics' ones
 PROBE_FIELDS = ("probe_loss", "probe_acc", "grad_norm", "sharpness", "precond_sharpness", "hvps",
                 "test_loss", "test_acc")
+
+
+# A whole-batch probe whose forward pass alone keeps more than this gets a one-line hint.
+WHOLE_PROBE_WARN_BYTES = 2 * 2**30
+SUGGESTED_MICROBATCH_BYTES = 256 * 2**20
+
+
+class ProbeMemoryWarning(SweepWarning):
+    """A whole-batch probe that will need many GB (LM-4-128's default probe: ~12 GB)."""
+
+
+def warn_whole_batch_probe(n: int, forward_bytes_per_example: float) -> None:
+    """probe.microbatch_bytes is 0 by default (it is part of the run id, so old sweeps keep theirs);
+    an LM-4-128 probe then needs ~12 GB (XLA's analysis: 11.7 GB; docs/benchmarks.md). Say so before
+    the first probe, with the setting that bounds it. The range is 1-3x the forward pass's values."""
+    forward = n * forward_bytes_per_example
+    if forward > WHOLE_PROBE_WARN_BYTES:
+        warnings.warn(f"the {n}-example measurement batch needs an estimated {forward / 2**30:.0f}-"
+                      f"{3 * forward / 2**30:.0f} GiB for its HVPs (whole batch, probe.microbatch_bytes=0); set "
+                      f"probe.microbatch_bytes={SUGGESTED_MICROBATCH_BYTES} to bound it (a new run id) or use a "
+                      "smaller probe.batch_size", ProbeMemoryWarning, stacklevel=3)
 
 
 # ----------------------------------------------------------------------------- programs
@@ -350,13 +373,14 @@ class CohortTrainer:
         (make_jaxpr, nothing runs); an HVP keeps ~3x a forward pass's values."""
         d = self.w.data
         n = int(d.x_probe.shape[0])
-        if self.microbatch_bytes <= 0:
-            return n, 0.0
         x0 = self.w.prepare(d.x_train[:2])
         shapes = jax.eval_shape(lambda: self.w.model.init(jax.random.PRNGKey(0), x0)["params"])
         fwd = [curvature.activation_bytes(lambda p, x, y: self.w.loss_and_accuracy(p, x, y)[0], shapes,
                                           d.x_probe[:b], d.y_probe[:b]) for b in (1, 2)]
         per_example = max(fwd[1] - fwd[0], 1)
+        if self.microbatch_bytes <= 0:
+            warn_whole_batch_probe(n, per_example)
+            return n, 0.0
         return curvature.examples_per_microbatch(n, 3 * per_example, self.microbatch_bytes), float(per_example)
 
     def _eval_batch(self, x: jax.Array) -> int:

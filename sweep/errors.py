@@ -2,6 +2,8 @@
 a traceback. Modules raise these classes; nothing here imports the rest of the package."""
 from __future__ import annotations
 
+import sys
+import warnings
 
 
 class ConfigError(ValueError):
@@ -24,6 +26,11 @@ class GridError(ValueError):
     """A grid expands to nothing, or to more runs than allowed."""
 
 
+class SweepWarning(UserWarning):
+    """Something the user can fix that does not stop the run (a probe that will need many GB);
+    printed as one `warning: ...` line by `install_warning_format`."""
+
+
 UserError = (ConfigError, DataError, SlurmError, GridError)  # SweepDirError is a ConfigError
 
 
@@ -31,3 +38,20 @@ def format_user_error(exc: BaseException) -> str:
     """First line of the message only: the rest is detail for logs."""
     text = str(exc).strip() or exc.__class__.__name__
     return text.splitlines()[0]
+
+
+def install_warning_format() -> None:
+    """Print this package's warnings as one `warning: message` line (no file, line or source line);
+    every other warning keeps Python's format."""
+    original = warnings.showwarning
+    if getattr(original, "_sweep", False):
+        return
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, SweepWarning):
+            print(f"warning: {str(message).splitlines()[0]}", file=file or sys.stderr, flush=True)
+        else:
+            original(message, category, filename, lineno, file, line)
+
+    show._sweep = True  # type: ignore[attr-defined]
+    warnings.showwarning = show

@@ -36,8 +36,9 @@ def main(cfg: DictConfig) -> Optional[float]:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from sweep.errors import UserError, format_user_error
+    from sweep.errors import UserError, format_user_error, install_warning_format
 
+    install_warning_format()
     try:
         return run_job(cfg)
     except UserError as exc:

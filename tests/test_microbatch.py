@@ -106,3 +106,37 @@ def test_adam_preconditioner_and_lambda0_over_microbatches_equal_whole_batch(com
         assert np.isfinite(a["precond_sharpness"].to_numpy()).all()
         for col in ("sharpness", "precond_sharpness", "threshold", "train_loss"):
             np.testing.assert_allclose(b[col].to_numpy(), a[col].to_numpy(), rtol=2e-4, atol=1e-6, err_msg=col)
+
+
+def test_a_large_whole_batch_probe_says_how_to_bound_it(compose_cfg, monkeypatch, capsys):
+    """microbatch_bytes=0 stays the default (it is in the run id); a probe estimated above
+    WHOLE_PROBE_WARN_BYTES (LM-4-128's default: 10-29 GiB) gets one `warning:` line naming the setting."""
+    import warnings
+
+    from sweep.errors import install_warning_format
+
+    small = ["data=synthetic", "model.width=16", "model.depth=3", "steps=2", "probe.batch_size=64", "batch_size=32"]
+    cfg = compose_cfg(*small)
+    workload = build_workload(cfg, dataset_for(cfg))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        CohortTrainer(workload, plan_cohort([cfg]), chunk=2)
+    assert not seen  # a small probe: silent
+    monkeypatch.setattr(engine, "WHOLE_PROBE_WARN_BYTES", 1)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        CohortTrainer(workload, plan_cohort([cfg]), chunk=2)
+    (w,) = seen
+    assert issubclass(w.category, engine.ProbeMemoryWarning)
+    assert "64-example measurement batch" in str(w.message) and "probe.microbatch_bytes=268435456" in str(w.message)
+    with open_dict(cfg):
+        cfg.probe.microbatch_bytes = 4096
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        CohortTrainer(build_workload(cfg, dataset_for(cfg)), plan_cohort([cfg]), chunk=2)
+    assert not seen  # bounded: nothing to say
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        install_warning_format()
+        warnings.warn("first line\nsecond", engine.ProbeMemoryWarning)
+    assert capsys.readouterr().err == "warning: first line\n"
