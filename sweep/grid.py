@@ -122,6 +122,14 @@ class _Axis:
     strings: list[str]
     group: bool
 
+    @property
+    def free_form(self) -> bool:
+        """A key of a block the user fills (sbatch options): set or added (`++`), never refused."""
+        return self.key.startswith(FREE_FORM_PREFIXES)
+
+    def override(self, i: int) -> str:
+        return f"{'++' if self.free_form else ''}{self.key}={self.strings[i]}"
+
 
 def _axes(overrides: Sequence[str], config_dir: Path) -> list[_Axis]:
     register_configs()
@@ -134,7 +142,7 @@ def _axes(overrides: Sequence[str], config_dir: Path) -> list[_Axis]:
         raise ConfigError(parse_error_message(exc, overrides)) from None
     axes: dict[str, _Axis] = {}
     for ov in parsed:
-        key = ov.get_key_element()
+        key = ov.get_key_element().lstrip("+")  # `++` only on free-form keys (normalize_overrides)
         group = ov.key_or_group in GROUPS
         if not ov.is_sweep_override():
             axes[key] = _Axis(key, [ov.value()], [ov.get_value_element_as_str()], group)
@@ -154,7 +162,7 @@ def _axes(overrides: Sequence[str], config_dir: Path) -> list[_Axis]:
 def split_overrides(overrides: Sequence[str], config_dir: Path = CONF_DIR) -> list[list[str]]:
     """Expand sweep overrides into the list of cells (each a list of plain overrides)."""
     axes = _axes(overrides, config_dir)
-    return [[f"{a.key}={s}" for a, s in zip(axes, cell)] for cell in itertools.product(*(a.strings for a in axes))]
+    return [[a.override(i) for a, i in zip(axes, cell)] for cell in itertools.product(*(range(len(a.strings)) for a in axes))]
 
 
 def parse_error_message(exc: BaseException, overrides: Sequence[str]) -> str:
@@ -179,15 +187,22 @@ def parse_error_message(exc: BaseException, overrides: Sequence[str]) -> str:
 def normalize_overrides(overrides: Sequence[str]) -> list[str]:
     """`+key=v` / `++key=v` set a key like `key=v`: every key already exists in the schema, so an
     append can only add a misspelt key (which would train under a new run id). Dropping the `+`
-    makes such typos fail with the usual did-you-mean. Deleting keys (`~key`) is refused."""
+    makes such typos fail with the usual did-you-mean. Deleting keys (`~key`) is refused. The one
+    free-form block, `cluster.additional_parameters` (any sbatch option), takes new keys with or
+    without `+`: its keys become `++` (set, or add when the preset lacks it)."""
     out = []
     for o in overrides:
         if o.startswith("~"):
             key = o[1:].split("=", 1)[0]
             raise ConfigError(f"'{o}': deleting config keys is not supported (every key has a default); "
                               f"set a value instead, e.g. {key}=VALUE")
-        out.append(o.lstrip("+"))
+        plain = o.lstrip("+")
+        out.append(f"++{plain}" if plain.startswith(FREE_FORM_PREFIXES) else plain)
     return out
+
+
+# Config blocks whose keys are the user's own (sbatch options), not the schema's.
+FREE_FORM_PREFIXES = ("cluster.additional_parameters.",)
 
 
 def check_syntax(overrides: Sequence[str]) -> None:
@@ -328,7 +343,7 @@ class _CellBuilder:
 
             cfg = copy.deepcopy(self._base(groups)[0])
             try:
-                OmegaConf.update(cfg, axis.key, axis.values[i], merge=True)
+                OmegaConf.update(cfg, axis.key, axis.values[i], merge=True, force_add=axis.free_form)
             except OmegaConfBaseException as exc:
                 raise ConfigError(_explain(exc)) from None
             node = OmegaConf.select(cfg, axis.key)
@@ -344,7 +359,7 @@ class _CellBuilder:
         values = [(a, i) for a, i in cell if not a.group]
         keys = [a.key for a, _ in values]
         if any(k != o and o.startswith(k + ".") for k in keys for o in keys):  # nested overrides: order matters
-            cfg = compose(list(groups) + [f"{a.key}={a.strings[i]}" for a, i in values], self.config_dir)
+            cfg = compose(list(groups) + [a.override(i) for a, i in values], self.config_dir)
             from sweep.identity import to_dict
 
             return to_dict(cfg)

@@ -145,8 +145,8 @@ def translate(overrides: Sequence[str], command: str) -> list[str]:
                              f"(as cluster.{name if name in LAUNCHER_KEYS else 'KEY'}=...)")
             if name not in LAUNCHER_KEYS:
                 raise _error(f"'{o}': no such cluster setting here; sweep submit takes cluster.KEY for KEY in "
-                             f"{', '.join(LAUNCHER_KEYS)}; other sbatch options go in a cluster preset's "
-                             f"additional_parameters (e.g. sweep/conf/cluster/slurm_a100.yaml)")
+                             f"{', '.join(LAUNCHER_KEYS)}; any other sbatch option is cluster.additional_parameters.OPTION=VALUE "
+                             f"(e.g. cluster.additional_parameters.constraint=a100)")
             put(f"cluster.{name}", text, o)
         else:
             raise _error(f"'{o}': not supported by sweep {command} (it honours {HONOURED}"

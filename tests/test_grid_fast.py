@@ -74,3 +74,22 @@ def test_record_grid_block_is_the_expanded_grid_not_the_experiments():
 def test_fast_path_rejects_what_hydra_rejects(bad, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
         expand(bad)
+
+
+def test_any_sbatch_option_can_be_set_from_the_command_line():
+    """cluster.additional_parameters is the user's own block (any sbatch option): a key the preset
+    lacks is added, with or without `+`, one it has is replaced; the run id does not change (cluster
+    is where a run executes). Before, both spellings failed with "Key 'constraint' is not in struct"."""
+    from sweep.dispatch.executors import slurm_parameters
+
+    plain = expand(["cluster=slurm_a100", "steps=3"])
+    for spelling in ("cluster.additional_parameters.exclude=node1", "+cluster.additional_parameters.exclude=node1"):
+        (run,) = expand(["cluster=slurm_a100", spelling, "cluster.additional_parameters.constraint=h100", "steps=3"])
+        assert run.run_id == plain[0].run_id
+        assert dict(run.cfg.cluster.additional_parameters) == {"constraint": "h100", "exclude": "node1"}
+        assert slurm_parameters(run.cfg.cluster, "j")["additional_parameters"] == {"constraint": "h100",
+                                                                                  "exclude": "node1"}
+    assert split_overrides(["cluster.additional_parameters.exclude=a,b"]) == [
+        ["++cluster.additional_parameters.exclude=a"], ["++cluster.additional_parameters.exclude=b"]]
+    with pytest.raises(ConfigError, match="did you mean 'cluster.partition'"):
+        expand(["cluster=slurm", "+cluster.partitoin=gpu"])  # a schema key's typo still fails
