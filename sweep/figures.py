@@ -298,7 +298,7 @@ _FIGURES = (
            paper="FCN-4-512 muP & SP, CIFAR-10 (aug.), MSE, Adam 0.001 B=512, 2000 steps"),
     Figure("fig14", "FCN full-batch Adam with cross-entropy",
            ("fig14",), _traj("param"),
-           _quick(FCN_SGD_QUICK, FCN_SGD_QUICK_BASE_TEXT, 10, *ADAM_PROBE_QUICK, note=ADAM_PROBE_QUICK_TEXT),
+           _quick(FCN_SGD_QUICK, FCN_SGD_QUICK_BASE_TEXT, 14, *ADAM_PROBE_QUICK, note=ADAM_PROBE_QUICK_TEXT),
            paper="FCN-4-512 muP & SP, CIFAR-10 (aug.), xent, full-batch Adam 0.001, 2000 steps"),
     Figure("fig15", "WRN-16-1 SGD (B=512) trajectories, MSE",
            ("fig15_mup", "fig15_sp"), _traj("param"),

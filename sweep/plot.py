@@ -629,7 +629,7 @@ def trajectories(traces_df: pd.DataFrame, lr: float | None = None, lr_units: str
             ax.set_yscale("log")
             ax.set_xlabel("step $t$")
         loss_unit = LOSS_UNITS.get(str(chosen["loss_fn"].iloc[0])) if "loss_fn" in chosen else None
-        ylabel = ("loss, fixed measurement batch" if loss_column == "probe_loss"  # fixed and un-augmented
+        ylabel = ("measurement-batch loss" if loss_column == "probe_loss"  # fixed and un-augmented
                   else "loss, augmented update batch" if _augmented(chosen) else "training loss")
         ax_loss.set_ylabel(ylabel + (f" ({loss_unit})" if loss_unit else ""))
         for q, ax in sharp_axes.items():

@@ -223,7 +223,7 @@ def test_trajectory_loss_is_the_measurement_batch_when_training_data_are_augment
     (ax,) = panels(fig, "trajectory:loss")
     line = [ln for ln in ax.lines if ln.get_gid() == "loss:4"][0]
     np.testing.assert_allclose(line.get_ydata(), trace[drawn])
-    assert ("measurement batch" in ax.get_ylabel()) == (drawn == "probe_loss")
+    assert ("measurement-batch loss" in ax.get_ylabel()) == (drawn == "probe_loss")
 
 
 def test_momentum_threshold_legend_says_two_plus_two_beta(tmp_path):
