@@ -149,6 +149,20 @@ class GIAdamConfig(AdamConfig):
     v0_batch: str = "separate"
 
 
+@dataclass
+class RIAdamConfig(AdamConfig):
+    """RI-Adam (Appendix I.3, Figure 31): Adam whose second moment starts at a random v0 "with the
+    same norm as the gradients at initialization" -- v0 = |g_B0^2| u / |u|, u_i = z_i^2 with z ~ N(0, 1)
+    drawn from the run's seed (non-negative, as a second moment must be), g_B0 the gradient of the
+    batch GI-Adam seeds from (`v0_batch=separate`). Bias correction kept, as for GI-Adam. The paper
+    does not say which norm or which distribution; these are our choices (docs/figures.md, fig31)."""
+
+    name: str = "ri_adam"
+
+
+ADAPTIVE_OPTIMIZERS = ("adam", "gi_adam", "ri_adam")  # governed by the preconditioned sharpness
+
+
 # ----------------------------------------------------------------------------- data
 @dataclass
 class AugmentConfig:
@@ -234,7 +248,7 @@ class ProbeConfig:
     every: int = 10
     log_points: int = 0
     sharpness: bool = True
-    precond_sharpness: bool = True  # only meaningful for adam / gi_adam
+    precond_sharpness: bool = True  # only meaningful for adam / gi_adam / ri_adam
     lanczos_iters: int = 20
     # stop when the Ritz residual ||H v - theta v|| <= tol * |theta|; the eigenvalue error is then
     # ~ tol^2 * theta / gap, far below the plotting precision; warm starts converge in a few HVPs
@@ -393,7 +407,7 @@ class Config:
 
 MODEL_OPTIONS = {"fcn": FCNConfig, "wrn": WRNConfig, "transformer": TransformerConfig}
 PARAM_OPTIONS = {"sp": ParamConfig(name="sp"), "mup": ParamConfig(name="mup")}
-OPTIMIZER_OPTIONS = {"sgd": SGDConfig, "adam": AdamConfig, "gi_adam": GIAdamConfig}
+OPTIMIZER_OPTIONS = {"sgd": SGDConfig, "adam": AdamConfig, "gi_adam": GIAdamConfig, "ri_adam": RIAdamConfig}
 DATA_OPTIONS = {
     "digits": DigitsConfig,
     "npz": NpzConfig,

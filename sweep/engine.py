@@ -46,6 +46,9 @@ PROBE_FIELDS = ("probe_loss", "probe_acc", "grad_norm", "sharpness", "precond_sh
                 "test_loss", "test_acc")
 
 
+# RI-Adam's random v0 is drawn from fold_in(PRNGKey(seed), this): a stream no other draw uses.
+RI_ADAM_STREAM = 104729
+
 # A whole-batch probe whose forward pass alone keeps more than this gets a one-line hint.
 WHOLE_PROBE_WARN_BYTES = 2 * 2**30
 SUGGESTED_MICROBATCH_BYTES = 256 * 2**20
@@ -155,7 +158,7 @@ def _nan_like_probe(k: int, metrics: Sequence[probes.ProbeMetric] = ()) -> Probe
 class UpdateSpec(NamedTuple):
     """The optimizer update a cohort applies, as plain data (for the eta_c search)."""
 
-    name: str  # sgd | adam | gi_adam
+    name: str  # sgd | adam | gi_adam | ri_adam
     clip: Optional[float]
     lr_scale: Any  # muP-Adam per-layer lr factors (a pytree), or None
 
@@ -270,8 +273,13 @@ class CohortTrainer:
     @property
     def update_rule(self) -> str:
         """The optax rule applied to the member's optimizer state: GI-Adam seeded from a separate
-        batch is plain Adam from a seeded state (init_members puts v0 there)."""
-        return "adam" if self.gi_separate else self.opt_name
+        batch, and RI-Adam, are plain Adam from a seeded state (init_members puts v0 there)."""
+        return "adam" if self.seeded_v0 else self.opt_name
+
+    @property
+    def seeded_v0(self) -> bool:
+        """Whether init_members puts a nonzero v0 in the Adam state (GI-Adam from B0, RI-Adam)."""
+        return self.gi_separate or self.opt_name == "ri_adam"
 
     @property
     def gi_separate(self) -> bool:
@@ -311,10 +319,12 @@ class CohortTrainer:
             flat, _ = ravel_pytree(params)
             v0 = jax.random.normal(jax.random.PRNGKey(seed + 7919), flat.shape, self.probe_dtype)
             opt_state = self._direction(h).init(params)
-            if self.gi_separate:
+            if self.seeded_v0:
                 xb, yb = self._gi_seed_batch()
                 g0 = jax.grad(lambda q: self.w.loss_and_accuracy(q, xb, yb)[0])(params)
-                opt_state = optim.with_adam_nu(opt_state, jax.tree.map(jnp.square, g0))
+                nu0 = (optim.random_second_moment(g0, jax.random.fold_in(jax.random.PRNGKey(seed), RI_ADAM_STREAM))
+                       if self.opt_name == "ri_adam" else jax.tree.map(jnp.square, g0))
+                opt_state = optim.with_adam_nu(opt_state, nu0)
             member = Member(params, opt_state, v0, v0,
                             jnp.asarray(True), jnp.asarray(-1, jnp.int32), jnp.asarray(jnp.nan, jnp.float32),
                             jnp.asarray(0, jnp.int32), catapult.init_state(eta0))
@@ -482,12 +492,13 @@ class CohortTrainer:
     def _first_update_nu(self, m: Member, h: optim.Hyper, data: DeviceData) -> Any:
         """The second moment the first update would leave if its gradient were the measurement
         batch's g: Adam v_1 = (1 - b2) g^2; GI-Adam seeded from a separate batch B0 (v_0 = g_B0^2 in
-        the state) v_1 = b2 g_B0^2 + (1 - b2) g^2; GI-Adam seeded by the update v_1 = g^2."""
+        the state) and RI-Adam (a random v_0) v_1 = b2 v_0 + (1 - b2) g^2; GI-Adam seeded by the
+        update v_1 = g^2."""
         if self.probe_microbatch < data.x_probe.shape[0]:  # bounded memory (probe.microbatch_bytes)
             g = self._probe_loss_grad(m.params, data.x_probe, data.y_probe)[1]
         else:
             g = jax.grad(lambda q: self.w.loss_and_accuracy(q, data.x_probe, data.y_probe)[0])(m.params)
-        if self.gi_separate:
+        if self.seeded_v0:
             nu0 = optim.adam_state(m.opt_state).nu
             return jax.tree.map(lambda n, x: h.b2 * n + (1.0 - h.b2) * jnp.square(x), nu0, g)
         factor = 1.0 if self.opt_name == "gi_adam" else (1.0 - h.b2)

@@ -370,13 +370,17 @@ _FIGURES = (
            ("fig30_mup", "fig30_sp"), _traj("param"),
            _quick(FCN_SGD_QUICK, FCN_SGD_QUICK_BASE_TEXT, 16, *ADAM_PROBE_QUICK, note=ADAM_PROBE_QUICK_TEXT),
            paper="as Figure 2 (simple-muP 0.003, SP 0.001) with GI-Adam"),
-    Figure("fig31", "Adam variants (Adam, Adam + T_wrm=1024, GI-Adam) at eta 0.02048 and 0.04096: test accuracy",
+    Figure("fig31", "Adam variants (Adam, Adam + T_wrm=1024, GI-Adam, RI-Adam) at eta 0.02048 and 0.04096: "
+           "test accuracy",
            ("fig31",),
-           (PlotCall("trajectories", ("--facet", "optimizer,target_lr")),
+           (PlotCall("trajectories", ("--facet", "optimizer,target_lr", "--metric", "test_acc")),
             PlotCall("heatmap", ("--metric", "best_test_acc", "--facet", "optimizer"))),
-           Scale("quick", (*WRN_ADAM_QUICK, "lr=0.02048,0.04096", "warmup=1,64", "probe.every=10"),
-                 "FCN-4-256 instead of WRN-16-4, 5k subset, 400 steps, lr 0.02048, 0.04096, T_wrm 1,64 (not 1024), no mixup", 3),
-           paper="WRN-16-4 SP, CIFAR-10, xent, B=128, 1e5 steps, Adam T_wrm 1 & 1024, GI-Adam; eta 0.02048, 0.04096"),
+           Scale("quick", (*WRN_ADAM_QUICK, "lr=0.02048,0.04096", "warmup=1,64", "probe.every=10",
+                           "probe.eval_every=10"),
+                 "FCN-4-256 instead of WRN-16-4, 5k subset, 400 steps, lr 0.02048, 0.04096, T_wrm 1,64 (not 1024), "
+                 "test accuracy every 10 steps, no mixup", 4),
+           paper="WRN-16-4 SP, CIFAR-10, xent, B=128, 1e5 steps, Adam T_wrm 1 & 1024, GI-Adam, RI-Adam; "
+                 "eta 0.02048, 0.04096"),
     # ------------------------------------------------------------------ not in the paper
     Figure("gilmer2", "Gilmer et al. Fig. 2 style: sharpness at init and later vs lr, X = diverged "
            "(FCN on digits, default and 2x init)",

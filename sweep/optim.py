@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from sweep.config import ADAPTIVE_OPTIMIZERS
+
 
 class Hyper(NamedTuple):
     """The per-run scalars a cohort varies (each a float array; shape () or (K,))."""
@@ -71,22 +73,35 @@ def direction(name: str, h: Hyper, clip_norm: Optional[float]) -> optax.Gradient
     """The update direction before the learning rate: -lr_t * direction is the step.
 
     sgd: m = g + momentum * m (the paper's form; momentum 0 is plain SGD).
-    adam / gi_adam: m_hat / (sqrt(v_hat) + eps).
+    adam / gi_adam / ri_adam: m_hat / (sqrt(v_hat) + eps) (ri_adam: plain Adam; its random v0 is put
+    in the state by the engine, `random_second_moment`).
     """
     parts = [optax.clip_by_global_norm(clip_norm)] if clip_norm else []
     if name == "sgd":
         parts.append(optax.trace(decay=h.momentum))
-    elif name == "adam":
+    elif name in ("adam", "ri_adam"):
         parts.append(optax.scale_by_adam(b1=h.b1, b2=h.b2, eps=h.eps))
     elif name == "gi_adam":
         parts.append(scale_by_gi_adam(b1=h.b1, b2=h.b2, eps=h.eps))
     else:
-        raise ValueError(f"unknown optimizer '{name}'; allowed: sgd, adam, gi_adam")
+        raise ValueError(f"unknown optimizer '{name}'; allowed: sgd, {', '.join(ADAPTIVE_OPTIMIZERS)}")
     return optax.chain(*parts)
 
 
 def is_adaptive(name: str) -> bool:
-    return name in ("adam", "gi_adam")
+    return name in ADAPTIVE_OPTIMIZERS
+
+
+def random_second_moment(grads: Any, key: jax.Array) -> Any:
+    """RI-Adam's v0 (Appendix I.3): a random non-negative second moment "with the same norm as the
+    gradients at initialization", i.e. |v0|_2 = |g^2|_2 over all parameters: u_i = z_i^2, z ~ N(0, 1),
+    scaled by |g^2| / |u|. Same tree and dtypes as `grads`."""
+    leaves, tree = jax.tree.flatten(grads)
+    keys = jax.random.split(key, len(leaves))
+    u = [jnp.square(jax.random.normal(k, g.shape, g.dtype)) for k, g in zip(keys, leaves)]
+    norm = lambda xs: jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in xs))  # noqa: E731
+    scale = norm([jnp.square(g) for g in leaves]) / norm(u)
+    return jax.tree.unflatten(tree, [scale * x for x in u])
 
 
 def adam_state(opt_state: Any) -> optax.ScaleByAdamState:

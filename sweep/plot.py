@@ -25,7 +25,7 @@ from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import FixedLocator, NullLocator
 
 from sweep import columns, probes
-from sweep.config import ConfigError
+from sweep.config import ADAPTIVE_OPTIMIZERS, ConfigError
 from sweep.identity import in_lambda0_units
 
 SEVERITY = ("diverged", "failed", "error", "converged")  # most severe first
@@ -56,7 +56,7 @@ MAX_PANELS = 24
 FACET_ORDER = ("param", "loss", "loss_fn", "optimizer", "model", "data", "batch_size", "momentum", "b1", "decay")
 LR_COLUMNS = ("lr", "lr_over_lambda0", "target_lr", "target_lr_over_lambda0")
 DISPLAY = {"sp": "SP", "mup": "μP", "mse": "MSE", "xent": "cross-entropy", "sgd": "SGD", "adam": "Adam",
-           "gi_adam": "GI-Adam", "fcn": "FCN", "wrn": "WRN", "transformer": "Transformer"}
+           "gi_adam": "GI-Adam", "ri_adam": "RI-Adam", "fcn": "FCN", "wrn": "WRN", "transformer": "Transformer"}
 
 
 def metric_info(metric: str) -> tuple[str, Any, bool]:
@@ -489,6 +489,19 @@ def _trajectory_loss_column(rows: pd.DataFrame, loss: str) -> str:
     return "probe_loss" if loss == "probe" else "loss"
 
 
+_RECORD_NAME = {table: name for name, table in columns.trace_table_names().items()}  # loss -> train_loss
+
+
+def _trace_metric(traces: pd.DataFrame, metric: str) -> str:
+    """A trace column measured in these runs, or a one-line error naming the ones that are."""
+    tables = {name: table for name, table in columns.trace_table_names().items()
+              if name not in ("step", "lr", "threshold", "hvps") and table in traces and traces[table].notna().any()}
+    table = tables.get(metric, metric if metric in tables.values() else None)
+    if table is None:
+        raise ConfigError(f"--metric {metric}: not a measured trace column here; choose from {', '.join(tables)}")
+    return table
+
+
 def _augmented(rows: pd.DataFrame) -> bool:
     """Whether any of these runs trained on augmented data (the `augment` summary column)."""
     return "augment" in rows and bool((rows["augment"].fillna("none") != "none").any())
@@ -548,8 +561,11 @@ def _clip_diverged(ax, curves: list[tuple[bool, pd.Series]]) -> None:
 
 def trajectories(traces_df: pd.DataFrame, lr: float | None = None, lr_units: str = "auto",
                  facet: str | Sequence[str] | None = None, warmups: Sequence[int] | None = None,
-                 loss: str = "auto") -> plt.Figure:
+                 loss: str = "auto", metric: str | None = None) -> plt.Figure:
     """Loss and sharpness vs step for one target lr and several warmups (Figures 1, 2).
+
+    `metric`, a trace column (test_acc, test_loss, probe_acc...), replaces the loss in the first
+    panel: Figure 31 compares Adam variants by their test accuracy trajectories.
 
     One row per facet value, one colour per warmup. Columns: the loss (see `_trajectory_loss_column`
     for `loss`), the sharpness lambda^H and, when the runs measured it (Adam, GI-Adam), the
@@ -567,7 +583,7 @@ def trajectories(traces_df: pd.DataFrame, lr: float | None = None, lr_units: str
     facet_cols = _parse_facet(traces_df, facet)
     groups = facet_groups(traces_df, facet_cols)
     measured_pc = _sharpness_column(traces_df) == "precond_sharpness"
-    adaptive = measured_pc or ("optimizer" in traces_df and traces_df["optimizer"].isin(["adam", "gi_adam"]).any())
+    adaptive = measured_pc or ("optimizer" in traces_df and traces_df["optimizer"].isin(ADAPTIVE_OPTIMIZERS).any())
     quantities = ["sharpness", "precond_sharpness"] if measured_pc else ["sharpness"]
     ncols = 1 + len(quantities)
     fig, axes = plt.subplots(len(groups), ncols, figsize=(5 * ncols, 3.4 * len(groups) + 0.4),
@@ -590,14 +606,16 @@ def trajectories(traces_df: pd.DataFrame, lr: float | None = None, lr_units: str
             chosen = chosen[chosen["seed"] == chosen["seed"].min()]
         if warmups is not None:
             chosen = chosen[chosen["warmup"].isin(list(warmups))]
-        loss_column = _trajectory_loss_column(chosen, loss)
+        loss_column = _trajectory_loss_column(chosen, loss) if metric is None else _trace_metric(traces_df, metric)
+        metric = None if metric is None else _RECORD_NAME.get(loss_column, loss_column)
         with_momentum = not adaptive and _momentum_threshold(chosen) != 2.0
         kept: dict[Any, list[tuple[bool, pd.Series]]] = {ax: [] for ax in row_axes}
         for warmup, run in sorted(chosen.groupby("warmup"), key=lambda kv: kv[0]):
             run = _until_last_finite(run.sort_values("step"), loss_column)
             c = colour.get(warmup, "k")
             label = f"$T_{{\\mathrm{{wrm}}}}={warmup_tick_labels([warmup])[0].strip('$')}$"
-            ax_loss.plot(run["step"], run[loss_column], color=c, lw=1.3, label=label, gid=f"loss:{warmup}")
+            drawn = run[["step", loss_column]].dropna()  # test_acc exists at evaluation steps only
+            ax_loss.plot(drawn["step"], drawn[loss_column], color=c, lw=1.3, label=label, gid=f"loss:{warmup}")
             diverged = bool((run["outcome"] == "diverged").any())
             kept[ax_loss].append((diverged, run[loss_column]))
             for q, ax in sharp_axes.items():
@@ -620,18 +638,20 @@ def trajectories(traces_df: pd.DataFrame, lr: float | None = None, lr_units: str
         lr_text = lr_tick_labels([target], lr_col)[0]
         others = {c: v for c, v in value.items() if c not in LR_COLUMNS}  # the lr is shown once, as eta_trgt
         head = " · ".join(filter(None, [_panel_title(others), rf"$\eta_{{\mathrm{{trgt}}}}$ = {lr_text}"]))
-        loss_what = "loss on the measurement batch" if loss_column == "probe_loss" else "training loss"
+        loss_what = ("loss on the measurement batch" if loss_column == "probe_loss" else "training loss"
+                     if metric is None else metric_info(metric)[0])
         ax_loss.set_title(f"{head}: {loss_what}", fontsize=10)
         for q, ax in sharp_axes.items():
             ax.set_title(f"{head}: {'preconditioned ' if q == 'precond_sharpness' else ''}sharpness", fontsize=10)
         for ax in row_axes:
             ax.set_xscale("symlog", linthresh=1)
-            ax.set_yscale("log")
+            ax.set_yscale("log" if ax is not ax_loss or metric is None or log_scale(metric) else "linear")
             ax.set_xlabel("step $t$")
         loss_unit = LOSS_UNITS.get(str(chosen["loss_fn"].iloc[0])) if "loss_fn" in chosen else None
         ylabel = ("measurement-batch loss" if loss_column == "probe_loss"  # fixed and un-augmented
                   else "loss, augmented update batch" if _augmented(chosen) else "training loss")
-        ax_loss.set_ylabel(ylabel + (f" ({loss_unit})" if loss_unit else ""))
+        ax_loss.set_ylabel(ylabel + (f" ({loss_unit})" if loss_unit else "") if metric is None
+                           else metric_label(metric, chosen.rename(columns={"loss_fn": "loss"})))
         for q, ax in sharp_axes.items():
             ax.set_ylabel(r"$\lambda^{P^{-1}H}_t$" if q == "precond_sharpness" else r"$\lambda^H_t$")
             handles, labels = ax.get_legend_handles_labels()

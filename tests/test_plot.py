@@ -432,3 +432,23 @@ def test_a_panel_of_one_value_gets_a_readable_colour_scale():
     norm = plot._colour_norm("t_reach", [pd.DataFrame([[1.0, 1.0], [1.0, np.nan]])])
     assert (norm.vmin, norm.vmax) == (0.5, 1.5) and norm(1.0) == pytest.approx(0.5)
     assert isinstance(plot._colour_norm("t_reach", [pd.DataFrame([[1.0, 97.0]])]), plt.matplotlib.colors.LogNorm)
+
+
+def test_trajectories_can_draw_the_test_accuracy_instead_of_the_loss(tmp_path, capsys):
+    """Figure 31 compares Adam variants by test accuracy vs step: --metric test_acc puts it in the first
+    panel (linear axis, evaluation steps only); an unmeasured column is a one-line error."""
+    d = tmp_path / "acc"
+    trace = toy_trace(1e-3, 4, 50.0, 20)
+    trace["test_acc"] = np.where(trace["step"] % 5 == 0, 0.1 + 0.01 * trace["step"], np.nan)
+    write_run(d, "a", lr=1e-3, warmup=4, optimizer="adam", trace=trace)
+    fig = plot.trajectories(agg.aggregate(d)[1], lr=1e-3, lr_units="absolute", metric="test_acc")
+    (ax,) = panels(fig, "trajectory:loss")
+    (line,) = [ln for ln in ax.lines if ln.get_gid() == "loss:4"]
+    np.testing.assert_array_equal(line.get_xdata(), [0, 5, 10, 15, 20])
+    np.testing.assert_allclose(line.get_ydata(), [0.1, 0.15, 0.2, 0.25, 0.3])
+    assert ax.get_yscale() == "linear" and ax.get_ylabel().startswith("test accuracy")
+    assert "test accuracy" in ax.get_title()
+    with pytest.raises(ConfigError, match="--metric grad_cov_top: not a measured trace column here; choose from"):
+        plot.trajectories(agg.aggregate(d)[1], lr=1e-3, lr_units="absolute", metric="grad_cov_top")
+    assert main(["plot", str(d), "--kind", "trajectories", "--metric", "test_acc", "--lr", "0.001",
+                 "--lr-units", "absolute", "--format", "png"]) == 0

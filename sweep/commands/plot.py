@@ -28,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="which figure(s); 'all' draws every kind the data supports")
     parser.add_argument("--metric", default=None,
                         help="heatmap colour: best_test_acc (default when measured), final_test_loss, "
-                             "final_train_loss, max_sharpness, ...")
+                             "final_train_loss, max_sharpness, ...; with --kind trajectories, a trace column for "
+                             "the first panel instead of the loss (test_acc, test_loss, probe_acc, ...)")
     parser.add_argument("--facet", default=None,
                         help="comma-separated columns, one panel per value (default: what varies, e.g. param)")
     parser.add_argument("--lr-units", default="auto", choices=("auto", "absolute", "lambda0"),
@@ -207,7 +208,9 @@ def _figures(args: argparse.Namespace, summary, traces) -> list[tuple[str, objec
             shared_scale=args.shared_scale)))
     if "trajectories" in wanted and (has_traces or args.kind != "all"):
         name = "trajectories" + ("" if args.lr is None else f"_lr{args.lr:g}")
-        out.append((name, lambda: plot.trajectories(traces, lr=args.lr, lr_units=args.lr_units, facet=args.facet, loss=args.loss)))
+        first = args.metric if args.kind == "trajectories" else None  # e.g. test_acc (Figure 31)
+        out.append((name, lambda: plot.trajectories(traces, lr=args.lr, lr_units=args.lr_units, facet=args.facet,
+                                                    loss=args.loss, metric=first)))
     if "treach" in wanted and (has_treach or args.kind != "all"):
         out.append(("treach_tsave", lambda: plot.treach_tsave(
             summary, facet=args.facet, lr_units=args.lr_units, annotate=True)))
