@@ -332,7 +332,7 @@ _FIGURES = (
            paper="WRN-16-4 SP, CIFAR-10, xent, SGD B=128, b in {0,0.9} x {none, cosine}, 1e5 steps"),
     Figure("fig22", "WRN Adam vs GI-Adam phase diagrams on CIFAR-10 (caption printed as CIFAR-100)",
            ("fig22",), _heat("best_test_acc", "optimizer"),
-           _quick(WRN_ADAM_QUICK, WRN_ADAM_QUICK_TEXT, 14),
+           _quick(WRN_ADAM_QUICK, WRN_ADAM_QUICK_TEXT, 7),
            paper="WRN-16-4 SP, CIFAR-10, xent, B=128, 1e5 steps, 2^x*1e-5 until failure x T_wrm 4^0..4^6"),
     Figure("fig23", "WRN Adam vs GI-Adam phase diagrams on CIFAR-100",
            ("fig23",), _heat("best_test_acc", "optimizer"),
