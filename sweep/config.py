@@ -269,6 +269,10 @@ class ProbeConfig:
     grad_cov: int = added(0)  # examples of the gradient covariance K (lambda_1^K, Tr K; 0 = off)
     ntk_trace: int = added(0)  # examples of the empirical NTK trace (0 = off)
     param_norm: bool = added(False)  # ||theta||_2 at probe steps
+    # lambda0 (lr_unit=sharpness): 0 = on the fixed measurement batch above (our default); N >= 1 = the
+    # mean over N batches of the training batch size drawn from the training set, the authors'
+    # convention (a full-batch run: the whole training set, once); REPRODUCING.md, "lambda0"
+    lambda0_batches: int = added(0)
 
 
 @dataclass
@@ -507,6 +511,8 @@ def validate(cfg: Any) -> None:
         (cfg.probe.batch_size >= 1, f"probe.batch_size={cfg.probe.batch_size}: must be >= 1 (examples measured)"),
         (cfg.probe.dense_steps >= 0 and cfg.probe.log_points >= 0 and cfg.probe.eval_every >= 0,
          "probe.dense_steps, probe.log_points and probe.eval_every must be >= 0"),
+        (int(cfg.probe.get("lambda0_batches", 0)) >= 0,
+         f"probe.lambda0_batches={cfg.probe.get('lambda0_batches')}: must be >= 0 (0: the measurement batch)"),
         (cfg.probe.final_train_examples >= 1,
          f"probe.final_train_examples={cfg.probe.final_train_examples}: must be >= 1"),
         (cfg.data.subset >= 0, f"data.subset={cfg.data.subset}: must be >= 0 (0 = the whole training set)"),

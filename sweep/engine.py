@@ -695,21 +695,46 @@ class CohortTrainer:
         return {"final_train_loss": tl, "final_train_acc": ta, "final_test_loss": sl, "final_test_acc": sa}
 
     def initial_sharpness(self) -> np.ndarray:
-        """lambda0 of every member at initialization, on the measurement batch."""
+        """lambda0 of every member at initialization: on the measurement batch, or (probe.lambda0_batches
+        = N) the mean over N training batches, the authors' convention."""
         members = self.init_members()
         iters = max(int(self.cfg.probe.lanczos_iters), 30)
         tol = float(self.cfg.probe.lanczos_tol)
+        batches = self._lambda0_batches()
+        values = []
+        for x, y in batches:
+            n = int(x.shape[0])
+            size = (self.probe_microbatch if x is self.w.data.x_probe else
+                    curvature.examples_per_microbatch(n, 3 * self.eval_bytes_per_example, self.microbatch_bytes))
 
-        def one(m: Member, d: DeviceData):
-            if self.probe_microbatch < d.x_probe.shape[0]:  # bounded memory (probe.microbatch_bytes)
-                chunk_loss, flat, xin = self._flat_chunk_loss(m.params, d.x_probe)
-                return curvature.microbatched_sharpness(chunk_loss, xin, d.y_probe, flat, self.probe_microbatch,
-                                                        m.eigvec, iters, tol).value
-            loss_of_flat, flat = self._flat_loss(m.params, d.x_probe, d.y_probe)
-            return curvature.sharpness(loss_of_flat, flat, m.eigvec, iters, tol).value
+            def one(m: Member, x: jax.Array, y: jax.Array, size: int = size):
+                if size < x.shape[0]:  # bounded memory (probe.microbatch_bytes)
+                    chunk_loss, flat, xin = self._flat_chunk_loss(m.params, x)
+                    return curvature.microbatched_sharpness(chunk_loss, xin, y, flat, size, m.eigvec, iters, tol).value
+                loss_of_flat, flat = self._flat_loss(m.params, x, y)
+                return curvature.sharpness(loss_of_flat, flat, m.eigvec, iters, tol).value
 
-        prog = jax.vmap(one, in_axes=(0, None))
-        return np.asarray(jax.device_get(self._run_shared(f"lambda0_{iters}", prog, members, self.w.data)))
+            prog = jax.vmap(one, in_axes=(0, None, None))
+            values.append(np.asarray(jax.device_get(self._run_shared(f"lambda0_{iters}_{size}", prog, members, x, y))))
+        return np.mean(values, axis=0)
+
+    def _lambda0_batches(self) -> list[tuple[jax.Array, jax.Array]]:
+        """The batches lambda0 is averaged over: the measurement batch (probe.lambda0_batches = 0), the
+        whole training set for a full-batch run, else N batches of the training batch size drawn
+        without replacement each, from a key of their own (not the training stream's or B0's)."""
+        d = self.w.data
+        count = int(self.cfg.probe.get("lambda0_batches", 0) or 0)
+        if count == 0:
+            return [(d.x_probe, d.y_probe)]
+        if self.full_batch:
+            return [(d.x_train, d.y_train)]
+        key = jax.random.fold_in(jax.random.PRNGKey(int(self.cfg.data_seed)), 2**30 + 1)
+        n = int(d.x_train.shape[0])
+        out = []
+        for i in range(count):
+            idx = jax.random.permutation(jax.random.fold_in(key, i), n)[: self.batch]
+            out.append((d.x_train[idx], d.y_train[idx]))
+        return out
 
     # ---------------------------------------------------------------- driver
     def layout_fingerprint(self) -> str:

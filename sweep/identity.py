@@ -101,7 +101,10 @@ def cohort_key(cfg: Any) -> str:
 
 def lambda0_key(cfg: Any) -> str:
     d = identity_dict(cfg)
-    return content_hash({k: d.get(k) for k in LAMBDA0_KEYS})
+    keys = LAMBDA0_KEYS
+    if get_dotted(d, "probe.lambda0_batches", 0):  # measured on training batches: which ones matters
+        keys = (*keys, "batch_size", "data_seed")
+    return content_hash({k: d.get(k) for k in keys})
 
 
 def get_dotted(d: dict, dotted: str, default: Any = None) -> Any:
