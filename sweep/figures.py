@@ -328,7 +328,7 @@ _FIGURES = (
            paper="LM-4-128 ctx 64, WikiText-2, SGD B=64, 1e4 steps, 2^x/lambda0 until divergence x T_wrm 4^0..4^6"),
     Figure("fig21", "WRN SGD phase diagrams with momentum and/or cosine decay",
            ("fig21",), _heat("best_test_acc", "momentum,decay"),
-           _quick(WRN_PHASE_QUICK, WRN_PHASE_QUICK_TEXT, 25, note="4 panels, 4 compiled cohorts"),
+           _quick(WRN_PHASE_QUICK, WRN_PHASE_QUICK_TEXT, 11, note="4 panels, 4 compiled cohorts"),
            paper="WRN-16-4 SP, CIFAR-10, xent, SGD B=128, b in {0,0.9} x {none, cosine}, 1e5 steps"),
     Figure("fig22", "WRN Adam vs GI-Adam phase diagrams on CIFAR-10 (caption printed as CIFAR-100)",
            ("fig22",), _heat("best_test_acc", "optimizer"),
