@@ -82,8 +82,19 @@ def _same_summary(a: dict, b: dict, where: str) -> None:
             assert x == y, f"{where}: summary[{key}] {x} vs {y}"
 
 
+# Members whose state or lambda0 comes from more than their own key: GI-Adam's v0 from a batch B0,
+# RI-Adam's random v0 from the member's seed, lambda0 averaged over training batches.
+SEEDED = {
+    "gi_adam, seed": (["optimizer=gi_adam", "lr=0.01"], "seed", "3", ("0", "1", "2")),
+    "ri_adam, seed": (["optimizer=ri_adam", "lr=0.01"], "seed", "3", ("0", "1", "2")),
+    "ri_adam, b2": (["optimizer=ri_adam", "lr=0.01"], "optimizer.b2", "0.99", ("0.999", "0.9", "0.95")),
+    "lambda0 over training batches, seed": (SGD + ["lr_unit=sharpness", "lr=1.0", "probe.lambda0_batches=3"],
+                                            "seed", "3", ("0", "1", "2")),
+}
+
+
 def _check_property(compose_cfg, tmp_path, base, key, subject_value, values):
-    adam = "optimizer=adam" in base
+    adam = any(f"optimizer={name}" in base for name in ("adam", "gi_adam", "ri_adam"))
     subject = base + [f"{key}={subject_value}"]
     neighbours = _neighbours(base, key, values, adam)
     alone = _records(compose_cfg, tmp_path, "alone", [subject])[0]
@@ -109,6 +120,13 @@ def test_record_is_independent_of_cohort(compose_cfg, tmp_path, key):
     base, subject_value, values = CASES[key]
     alone = _check_property(compose_cfg, tmp_path, base, key, subject_value, values)
     assert alone["config"] == _records(compose_cfg, tmp_path, "again", [base + [f"{key}={subject_value}"]])[0]["config"]
+
+
+@pytest.mark.parametrize("case", list(SEEDED))
+def test_record_is_independent_of_cohort_with_seeded_state(compose_cfg, tmp_path, case):
+    base, key, subject_value, values = SEEDED[case]
+    alone = _check_property(compose_cfg, tmp_path, base, key, subject_value, values)
+    assert np.isfinite(alone["summary"]["final_train_loss"])
 
 
 @pytest.mark.parametrize("key", list(SHARPNESS_UNITS))
