@@ -378,7 +378,7 @@ _FIGURES = (
            Scale("quick", (*WRN_ADAM_QUICK, "lr=0.02048,0.04096", "warmup=1,64", "probe.every=10",
                            "probe.eval_every=10"),
                  "FCN-4-256 instead of WRN-16-4, 5k subset, 400 steps, lr 0.02048, 0.04096, T_wrm 1,64 (not 1024), "
-                 "test accuracy every 10 steps, no mixup", 4),
+                 "test accuracy every 10 steps, no mixup", 3),
            paper="WRN-16-4 SP, CIFAR-10, xent, B=128, 1e5 steps, Adam T_wrm 1 & 1024, GI-Adam, RI-Adam; "
                  "eta 0.02048, 0.04096"),
     # ------------------------------------------------------------------ not in the paper

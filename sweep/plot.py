@@ -585,9 +585,18 @@ def trajectories(traces_df: pd.DataFrame, lr: float | None = None, lr_units: str
     measured_pc = _sharpness_column(traces_df) == "precond_sharpness"
     adaptive = measured_pc or ("optimizer" in traces_df and traces_df["optimizer"].isin(ADAPTIVE_OPTIMIZERS).any())
     quantities = ["sharpness", "precond_sharpness"] if measured_pc else ["sharpness"]
+    quantities = [q for q in quantities if q in traces_df and traces_df[q].notna().any()]  # probe.sharpness=false
     ncols = 1 + len(quantities)
-    fig, axes = plt.subplots(len(groups), ncols, figsize=(5 * ncols, 3.4 * len(groups) + 0.4),
-                             layout="constrained", squeeze=False)
+    if ncols == 1 and len(groups) > 1:  # one panel per facet value (no sharpness): a grid, two across
+        nrows, across = math.ceil(len(groups) / 2), 2
+        fig, grid = plt.subplots(nrows, across, figsize=(5 * across, 3.4 * nrows + 0.6), layout="constrained",
+                                 squeeze=False)
+        for ax in grid.flat[len(groups):]:
+            ax.set_visible(False)
+        axes = [[ax] for ax in grid.flat[: len(groups)]]
+    else:
+        fig, axes = plt.subplots(len(groups), ncols, figsize=(5 * ncols, 3.4 * len(groups) + 0.4),
+                                 layout="constrained", squeeze=False)
     all_warmups = sorted(traces_df["warmup"].dropna().unique())
     cmap = plt.get_cmap("plasma")
     colour = {w: cmap(0.85 * i / max(1, len(all_warmups) - 1)) for i, w in enumerate(all_warmups)}
@@ -652,6 +661,8 @@ def trajectories(traces_df: pd.DataFrame, lr: float | None = None, lr_units: str
                   else "loss, augmented update batch" if _augmented(chosen) else "training loss")
         ax_loss.set_ylabel(ylabel + (f" ({loss_unit})" if loss_unit else "") if metric is None
                            else metric_label(metric, chosen.rename(columns={"loss_fn": "loss"})))
+        if not sharp_axes:  # no sharpness measured: the warmups' legend goes beside the first panel
+            ax_loss.legend(fontsize=7, loc="best", framealpha=0.8)
         for q, ax in sharp_axes.items():
             ax.set_ylabel(r"$\lambda^{P^{-1}H}_t$" if q == "precond_sharpness" else r"$\lambda^H_t$")
             handles, labels = ax.get_legend_handles_labels()
@@ -664,8 +675,8 @@ def trajectories(traces_df: pd.DataFrame, lr: float | None = None, lr_units: str
         for ax, curves in kept.items():
             _clip_diverged(ax, curves)
     context = _context_title(traces_df, facet_cols)
-    fig.suptitle(" · ".join(filter(None, [context, "training trajectories (×: last probe of a diverged run)"])),
-                 fontsize=11)
+    title = " · ".join(filter(None, [context, "training trajectories (×: last probe of a diverged run)"]))
+    fig.suptitle(textwrap.fill(title, max(60, int(fig.get_figwidth() * 11))), fontsize=11)
     return fig
 
 

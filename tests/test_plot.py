@@ -452,3 +452,13 @@ def test_trajectories_can_draw_the_test_accuracy_instead_of_the_loss(tmp_path, c
         plot.trajectories(agg.aggregate(d)[1], lr=1e-3, lr_units="absolute", metric="grad_cov_top")
     assert main(["plot", str(d), "--kind", "trajectories", "--metric", "test_acc", "--lr", "0.001",
                  "--lr-units", "absolute", "--format", "png"]) == 0
+    trace["sharpness"] = np.nan  # probe.sharpness=false (fig31's quick runs): no empty sharpness panel
+    write_run(d, "a", lr=1e-3, warmup=4, optimizer="adam", trace=trace)
+    fig = plot.trajectories(agg.aggregate(d)[1], lr=1e-3, lr_units="absolute", metric="test_acc")
+    assert [ax.get_gid() for ax in fig.axes] == ["trajectory:loss"]
+    write_run(d, "b", lr=2e-3, warmup=4, optimizer="adam", trace=trace.assign(lr=trace["lr"] * 2))
+    fig = plot.trajectories(agg.aggregate(d)[1], facet="target_lr", lr_units="absolute", metric="test_acc")
+    shown = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(shown) == 2 and shown[0].get_position().y0 == pytest.approx(shown[1].get_position().y0)  # side by side
+    fig = plot.trajectories(agg.aggregate(d)[1], lr=1e-3, lr_units="absolute", metric="test_acc")
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["$T_{\\mathrm{wrm}}=2^{2}$"]
