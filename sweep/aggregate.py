@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 SUMMARY_FILE = "summary.parquet"
 TRACES_FILE = "traces.parquet"
 INDEX_FILE = ".aggregate_index.json"
-INDEX_VERSION = 3  # 2: columns derived from sweep/columns.py (more summary columns); 3: augment
+INDEX_VERSION = 4  # 2: columns derived from sweep/columns.py (more summary columns); 3: augment; 4: data_file
 
 REQUIRED_RECORD_KEYS = store.REQUIRED_RECORD_KEYS
 # Measured columns come from the registry (sweep/columns.py): every registered summary metric is a
@@ -75,6 +75,9 @@ def standard_columns(config: dict[str, Any]) -> dict[str, Any]:
         if key in optimizer:
             columns[key] = optimizer[key]
     columns["augment"] = augmentation(config)
+    data = config.get("data") if isinstance(config.get("data"), dict) else {}
+    # the file a generic loader read (npz: "cifar10_subset.npz"), so titles can say which data set it is
+    columns["data_file"] = Path(str(data["path"])).name if data.get("path") else None
     return columns
 
 

@@ -35,7 +35,7 @@ FAILED_STYLE = {"facecolor": "0.82", "edgecolor": "0.35", "hatch": "///", "linew
 # excluded as well, under its record and table names, so a new metric never becomes a facet.
 _NOT_FACET_KEYS = {
     "run_id", "sweep_name", "status", "outcome", "error_type", "lr", "lr_over_lambda0", "warmup", "seed",
-    "lr_unit", "steps", "target_lr", "target_lr_over_lambda0", "data_seed", "lr_init",
+    "lr_unit", "steps", "target_lr", "target_lr_over_lambda0", "data_seed", "lr_init", "data_file",
 }
 
 
@@ -56,7 +56,8 @@ MAX_PANELS = 24
 FACET_ORDER = ("param", "loss", "loss_fn", "optimizer", "model", "data", "batch_size", "momentum", "b1", "decay")
 LR_COLUMNS = ("lr", "lr_over_lambda0", "target_lr", "target_lr_over_lambda0")
 DISPLAY = {"sp": "SP", "mup": "μP", "mse": "MSE", "xent": "cross-entropy", "sgd": "SGD", "adam": "Adam",
-           "gi_adam": "GI-Adam", "ri_adam": "RI-Adam", "fcn": "FCN", "wrn": "WRN", "transformer": "Transformer"}
+           "gi_adam": "GI-Adam", "ri_adam": "RI-Adam", "fcn": "FCN", "wrn": "WRN", "transformer": "Transformer",
+           "cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "tiny_imagenet": "Tiny-ImageNet", "wikitext2": "WikiText-2"}
 
 
 def metric_info(metric: str) -> tuple[str, Any, bool]:
@@ -334,6 +335,8 @@ def _context_title(df: pd.DataFrame, facet: Sequence[str]) -> str:
             value = df[col].dropna().iloc[0]
             if col == "batch_size":
                 parts.append("full batch" if value == 0 else f"B={value}")
+            elif col == "data" and "data_file" in df and df["data_file"].nunique(dropna=True) == 1:
+                parts.append(f"{DISPLAY.get(str(value), str(value))} ({df['data_file'].dropna().iloc[0]})")
             elif col == "optimizer" and value == "sgd" and _shared_momentum(df):
                 parts.append(f"SGD with momentum β={_shared_momentum(df):g}")
             else:

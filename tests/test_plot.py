@@ -462,3 +462,14 @@ def test_trajectories_can_draw_the_test_accuracy_instead_of_the_loss(tmp_path, c
     assert len(shown) == 2 and shown[0].get_position().y0 == pytest.approx(shown[1].get_position().y0)  # side by side
     fig = plot.trajectories(agg.aggregate(d)[1], lr=1e-3, lr_units="absolute", metric="test_acc")
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["$T_{\\mathrm{wrm}}=2^{2}$"]
+
+
+def test_titles_name_the_data_set_a_generic_loader_read():
+    """`data=npz data.path=.../cifar10_subset.npz`: the title said only "npz"."""
+    row = agg.standard_columns({"data": {"name": "npz", "path": "/data/cifar10_subset.npz"}, "model": {"name": "fcn"}})
+    assert row["data_file"] == "cifar10_subset.npz"
+    assert agg.standard_columns({"data": {"name": "digits"}})["data_file"] is None
+    df = pd.DataFrame({"data": ["npz", "npz"], "data_file": ["cifar10_subset.npz"] * 2, "model": ["fcn", "fcn"]})
+    assert plot._context_title(df, []) == "FCN, npz (cifar10_subset.npz)"
+    assert plot._context_title(pd.DataFrame({"data": ["cifar10"], "data_file": [None]}), []) == "CIFAR-10"
+    assert "data_file" not in plot.default_facets(df.assign(param=["sp", "mup"], data_file=["a.npz", "b.npz"]))
