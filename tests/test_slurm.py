@@ -182,3 +182,19 @@ def test_killed_array_task_leaves_a_claim_that_a_resubmission_takes_over(tmp_pat
     owners = {read_claim(p)["job"] for p in claims_dir.glob("*.claim") if read_claim(p)}
     assert owners == {new_job}, owners  # taken over, not skipped as "held by another process"
     subprocess.run(["scancel", new_job], timeout=30)
+
+
+def test_any_sbatch_option_reaches_sbatch(tmp_path):
+    """cluster.additional_parameters.OPTION=VALUE from the command line is on the submitted job
+    (here --comment, which `squeue -o %k` reports back)."""
+    from sweep.dispatch.submit import submit
+
+    sub = submit(TINY + ["steps=2", "lr=0.1", "cluster.additional_parameters.comment=sweep_extra_option",
+                         f"results_dir={tmp_path}", "sweep_name=extra"])
+    job = mf.read(sub.manifest)["tasks"][0]["job_id"]
+    out = subprocess.run(["squeue", "-h", "-j", job, "-o", "%k"], capture_output=True, text=True, timeout=30).stdout
+    if not out.strip():  # already finished: the accounting database keeps the comment
+        out = subprocess.run(["sacct", "-n", "-X", "-j", job, "--format=Comment%40"], capture_output=True,
+                             text=True, timeout=30).stdout
+    assert "sweep_extra_option" in out, out
+    _wait(lambda: _terminal(sub.sweep, mf.run_ids(mf.read(sub.manifest)["tasks"][0])), 150, "the run")
