@@ -261,7 +261,7 @@ _FIGURES = (
                  "x T_wrm 4^0..4^6"),
     Figure("fig5", "T_reach and T_save when warmup starts at eta_init = eta_c (WRN SP, SGD)",
            ("fig5",), _TREACH,
-           _quick(TREACH_QUICK, TREACH_QUICK_TEXT, 8),
+           _quick(TREACH_QUICK, TREACH_QUICK_TEXT, 1.5),
            paper="WRN-16-4 SP, CIFAR-10, xent, SGD B=128, 1e4 steps, eta_0 = eta_trgt/T_wrm, delta 0.1"),
     Figure("fig6", "GI-Adam (SP): lower initial preconditioned sharpness, no early spike (Figure 2 with GI-Adam)",
            ("fig30_sp",), _traj(""),
