@@ -352,7 +352,7 @@ _FIGURES = (
            ("fig26",), _traj("target_lr"),
            Scale("quick", (*WRN_ADAM_QUICK, "lr=pow2(-6.609640474436812,7.390359525563188,2)", "warmup=1",
                                    "probe.every=10"),
-                 "FCN-4-256 instead of WRN-16-4, 5k subset, 400 steps, lr 2^x*1e-5 for x=10,12,..,24, T_wrm 1, no mixup", 6),
+                 "FCN-4-256 instead of WRN-16-4, 5k subset, 400 steps, lr 2^x*1e-5 for x=10,12,..,24, T_wrm 1, no mixup", 3),
            paper="WRN-16-4 SP, CIFAR-10, xent, Adam B=128, T_wrm 1, no decay, 1e5 steps, 2^x*1e-5 x=10..24"),
     Figure("fig27", "T_reach / T_save for WRN muP with SGD: eta_c ~ eta_max, almost the whole warmup saved",
            ("fig27",), _TREACH,
