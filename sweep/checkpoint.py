@@ -41,8 +41,10 @@ class Checkpointer:
     """Save/restore hooks for `runner.run_cohort(checkpointer=...)`, one directory per cohort."""
 
     def __init__(self, directory: str | Path, every_s: float = 300.0, every_chunks: int = 0,
-                 after_requested_save: Optional[Callable[[], None]] = None):
+                 after_requested_save: Optional[Callable[[], None]] = None,
+                 on_restore: Optional[Callable[[int], None]] = None):
         self.directory = Path(directory)
+        self.on_restore = on_restore  # called with the step as soon as a restore succeeds (task logs)
         self.every_s = float(every_s)
         self.every_chunks = int(every_chunks)
         self.after_requested_save = after_requested_save
@@ -95,6 +97,8 @@ class Checkpointer:
             mgr.close()
         log.info("resuming %s at step %d", self.directory, meta["start"])
         self.restored_start = int(meta["start"])
+        if self.on_restore is not None:
+            self.on_restore(self.restored_start)
         return {"carry": state.carry, "start": int(meta["start"]), "rows": arrays_to_rows(state.rows)}
 
     def save(self, carry: Any, next_start: int, rows: list) -> bool:

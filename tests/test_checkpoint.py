@@ -49,9 +49,11 @@ def test_resumed_cohort_matches_uninterrupted(compose_cfg, tmp_path):
     assert ckpt.saves == 2
 
     resumed_trainer = _trainer(compose_cfg, overrides, lrs, chunk=8)  # a fresh process, in effect
-    state = Checkpointer(tmp_path / "ck").restore(resumed_trainer.layout_fingerprint(),
-                                                   resumed_trainer.initial_state)
+    told = []  # a task logs the resume when it happens (a log read after the records missed it once)
+    state = Checkpointer(tmp_path / "ck", on_restore=told.append).restore(resumed_trainer.layout_fingerprint(),
+                                                                          resumed_trainer.initial_state)
     assert state is not None and state["start"] == 24  # 3 chunks of 8 iterations were done
+    assert told == [24]
     assert [s for s, _ in state["rows"]] == [0, 3, 6, 9, 12, 15, 18, 21]
     resumed = resumed_trainer.run(**state)
 
@@ -71,7 +73,9 @@ def test_checkpoint_of_another_cohort_is_not_reused(compose_cfg, tmp_path):
     ckpt.save(a.initial_state(), 8, [(0, {"loss": np.ones(2, np.float32)})])
     assert ckpt.exists()
     b = _trainer(compose_cfg, overrides, [0.1, 0.3], chunk=8)  # one member's lr differs
-    assert Checkpointer(tmp_path / "ck").restore(b.layout_fingerprint(), b.initial_state) is None
+    told = []
+    assert Checkpointer(tmp_path / "ck", on_restore=told.append).restore(b.layout_fingerprint(), b.initial_state) is None
+    assert told == []
     assert not ckpt.exists()  # a stale checkpoint is removed, not kept forever
 
 

@@ -137,8 +137,11 @@ class SweepTask(submitit.helpers.Checkpointable):
         if not todo:
             return
         part = Cohort(cohort.key, todo)
+        def resumed(step: int, index: int = index) -> None:  # when it happens, not after the cohort's records
+            print(f"sweep task {index}: cohort resumed from its checkpoint at step {step}", flush=True)
+
         ckpt = Checkpointer(checkpoint_dir(sweep, part), every_s=float(cluster.get("checkpoint_every_s", 600)),
-                            after_requested_save=guard.hand_over if guard.active else None)
+                            after_requested_save=guard.hand_over if guard.active else None, on_restore=resumed)
         guard.checkpointer = ckpt
         if guard.requested:
             ckpt.request()
@@ -153,6 +156,3 @@ class SweepTask(submitit.helpers.Checkpointable):
             print(f"sweep task {index}: {result.message}", file=sys.stderr, flush=True)
             return
         counts.update(result.outcomes)
-        if ckpt.restored_start is not None:
-            print(f"sweep task {index}: cohort resumed from its checkpoint at step {ckpt.restored_start}",
-                  flush=True)
