@@ -112,6 +112,10 @@ def _group_options(group: str, config_dir: Path) -> list[str]:
     return sorted(names)
 
 
+# Config blocks whose keys are the user's own (sbatch options), not the schema's.
+FREE_FORM_PREFIXES = ("cluster.additional_parameters.",)
+
+
 @dataclass
 class _Axis:
     """One override of a grid: its key, its values as Hydra assigns them (typed) and as override
@@ -200,9 +204,6 @@ def normalize_overrides(overrides: Sequence[str]) -> list[str]:
         out.append(f"++{plain}" if plain.startswith(FREE_FORM_PREFIXES) else plain)
     return out
 
-
-# Config blocks whose keys are the user's own (sbatch options), not the schema's.
-FREE_FORM_PREFIXES = ("cluster.additional_parameters.",)
 
 
 def check_syntax(overrides: Sequence[str]) -> None:
