@@ -352,12 +352,16 @@ def _shared_momentum(df: pd.DataFrame) -> float:
     return float(values[0]) if len(values) == 1 and values[0] else 0.0
 
 
+def _wrapped(fig: plt.Figure, text: str, minimum: int = 60) -> str:
+    """`text` wrapped to the figure's width (~11 characters per inch, at least `minimum`); mathtext
+    ($...$) is left whole, since a line break inside it would not render."""
+    return text if "$" in text else textwrap.fill(text, max(minimum, int(fig.get_figwidth() * 11)))
+
+
 def add_title_line(fig: plt.Figure, line: str) -> plt.Figure:
     """Put `line` (e.g. "Kalra & Barkeshli Fig. 1 · quick: FCN-4-256, ...") above the figure's title."""
     old = fig._suptitle.get_text() if getattr(fig, "_suptitle", None) is not None else ""
-    width = max(60, int(fig.get_figwidth() * 11))
-    wrapped = textwrap.fill(line, width) if "$" not in line else line
-    fig.suptitle("\n".join(filter(None, [wrapped, old])), fontsize=11)
+    fig.suptitle("\n".join(filter(None, [_wrapped(fig, line), old])), fontsize=11)
     return fig
 
 
@@ -410,8 +414,7 @@ def _phase_panels(summary: pd.DataFrame, panels: list[tuple[str, pd.DataFrame, s
                 fig.colorbar(mesh, ax=ax, label=metric_label(metric, summary))
     _state_legend(fig, seen)
     if title:  # wrapped to the figure width: a one-panel figure is narrow
-        width = int(fig.get_figwidth() * 11)
-        fig.suptitle(textwrap.fill(title, width) if "$" not in title else title, fontsize=11)
+        fig.suptitle(_wrapped(fig, title, minimum=0), fontsize=11)
     return fig
 
 
@@ -589,6 +592,8 @@ def trajectories(traces_df: pd.DataFrame, lr: float | None = None, lr_units: str
     adaptive = measured_pc or ("optimizer" in traces_df and traces_df["optimizer"].isin(ADAPTIVE_OPTIMIZERS).any())
     quantities = ["sharpness", "precond_sharpness"] if measured_pc else ["sharpness"]
     quantities = [q for q in quantities if q in traces_df and traces_df[q].notna().any()]  # probe.sharpness=false
+    first_column = None if metric is None else _trace_metric(traces_df, metric)  # replaces the loss
+    metric = None if first_column is None else _RECORD_NAME.get(first_column, first_column)
     ncols = 1 + len(quantities)
     if ncols == 1 and len(groups) > 1:  # one panel per facet value (no sharpness): a grid, two across
         nrows, across = math.ceil(len(groups) / 2), 2
@@ -618,8 +623,7 @@ def trajectories(traces_df: pd.DataFrame, lr: float | None = None, lr_units: str
             chosen = chosen[chosen["seed"] == chosen["seed"].min()]
         if warmups is not None:
             chosen = chosen[chosen["warmup"].isin(list(warmups))]
-        loss_column = _trajectory_loss_column(chosen, loss) if metric is None else _trace_metric(traces_df, metric)
-        metric = None if metric is None else _RECORD_NAME.get(loss_column, loss_column)
+        loss_column = _trajectory_loss_column(chosen, loss) if first_column is None else first_column
         with_momentum = not adaptive and _momentum_threshold(chosen) != 2.0
         kept: dict[Any, list[tuple[bool, pd.Series]]] = {ax: [] for ax in row_axes}
         for warmup, run in sorted(chosen.groupby("warmup"), key=lambda kv: kv[0]):
@@ -679,7 +683,7 @@ def trajectories(traces_df: pd.DataFrame, lr: float | None = None, lr_units: str
             _clip_diverged(ax, curves)
     context = _context_title(traces_df, facet_cols)
     title = " · ".join(filter(None, [context, "training trajectories (×: last probe of a diverged run)"]))
-    fig.suptitle(textwrap.fill(title, max(60, int(fig.get_figwidth() * 11))), fontsize=11)
+    fig.suptitle(_wrapped(fig, title), fontsize=11)
     return fig
 
 
