@@ -51,7 +51,6 @@ class Checkpointer:
         self.fingerprint: Optional[str] = None
         self.requested = False
         self.saves = 0
-        self.restored_start: Optional[int] = None  # step the last restore() resumed at
         self._last_save = time.monotonic()
         self._chunks = 0
 
@@ -95,11 +94,11 @@ class Checkpointer:
             return None
         finally:
             mgr.close()
-        log.info("resuming %s at step %d", self.directory, meta["start"])
-        self.restored_start = int(meta["start"])
+        start = int(meta["start"])
+        log.info("resuming %s at step %d", self.directory, start)
         if self.on_restore is not None:
-            self.on_restore(self.restored_start)
-        return {"carry": state.carry, "start": int(meta["start"]), "rows": arrays_to_rows(state.rows)}
+            self.on_restore(start)
+        return {"carry": state.carry, "start": start, "rows": arrays_to_rows(state.rows)}
 
     def save(self, carry: Any, next_start: int, rows: list) -> bool:
         """Called after every chunk; writes when due or requested. Returns whether it wrote.
