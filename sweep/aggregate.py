@@ -77,8 +77,19 @@ def standard_columns(config: dict[str, Any]) -> dict[str, Any]:
     columns["augment"] = augmentation(config)
     data = config.get("data") if isinstance(config.get("data"), dict) else {}
     # the file a generic loader read (npz: "cifar10_subset.npz"), so titles can say which data set it is
-    columns["data_file"] = Path(str(data["path"])).name if data.get("path") else None
+    columns["data_file"] = data_file(data)
     return columns
+
+
+def data_file(data: dict[str, Any]) -> Any:
+    """The file(s) a generic loader read, by name: npz "cifar10_subset.npz", text "valid.txt -> test.txt"
+    (training text, then test text), so a title says which corpus stood in."""
+    if data.get("path"):
+        return Path(str(data["path"])).name
+    if data.get("train"):
+        train = Path(str(data["train"])).name
+        return f"{train} -> {Path(str(data['test'])).name}" if data.get("test") else train
+    return None
 
 
 def augmentation(config: dict[str, Any]) -> str:

@@ -114,6 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, Terminated) as exc:
         what, code = ("terminated (SIGTERM)", 143) if isinstance(exc, Terminated) else ("interrupted", 130)
         print(f"{what}; finished runs are kept, the same command resumes the rest", file=sys.stderr)
+        if termination.abandoned_compute():  # a compiled call still runs in its thread: end now
+            import os
+
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
         return code
     except UserError as exc:  # one line, no traceback
         print(f"error: {format_user_error(exc)}", file=sys.stderr)

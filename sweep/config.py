@@ -234,6 +234,17 @@ class WikiTextConfig(DataConfig):
     context: int = 64
 
 
+@dataclass
+class TextConfig(DataConfig):
+    """Any UTF-8 text files, tokenized like WikiText-2 (BPE trained on `train`): LM runs offline."""
+
+    name: str = "text"
+    train: Optional[str] = None  # the training text (the tokenizer is trained on it)
+    test: Optional[str] = None  # the test text
+    vocab_size: int = 4096
+    context: int = 64
+
+
 # ----------------------------------------------------------------------------- probes
 @dataclass
 class ProbeConfig:
@@ -260,8 +271,8 @@ class ProbeConfig:
     dtype: str = "float32"  # float32 | float64
     members: str = "auto"  # how a cohort is probed: vmap | map (one by one) | auto (map on CPU)
     eval_every: int = 0  # test-set evaluation every k steps (0 = at probe steps)
-    # bounded memory: probe HVPs, the probe batch's loss/gradient and evaluations run over equal
-    # micro-batches of at most this many bytes of intermediate values (0 = whole batches)
+    # older form of memory.budget_mib, kept so that run ids that carry it stay the same: > 0 fixes
+    # the micro-batch budget in bytes AND enters the run id; 0 (default): memory.budget_mib decides
     microbatch_bytes: int = 0
     final_train_examples: int = 10000
     # registered diagnostics (sweep/diagnostics/): each off at its default
@@ -292,6 +303,16 @@ class OutcomeConfig:
 @dataclass
 class CohortConfig:
     max_size: int = 16
+
+
+@dataclass
+class MemoryConfig:
+    """How much memory a probe may keep (an execution setting: not part of run ids). The probe's
+    HVPs, lambda0, the gradient behind Adam's preconditioner and evaluations run over equal micro-
+    batches that fit it, which gives the whole batch's values up to float summation order.
+    null: the lesser of 1 GiB and 1/8 of the device's memory (sweep/runtime.py); 0: whole batches."""
+
+    budget_mib: Optional[float] = None
 
 
 @dataclass
@@ -400,6 +421,7 @@ class Config:
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     outcome: OutcomeConfig = field(default_factory=OutcomeConfig)
     cohort: CohortConfig = field(default_factory=CohortConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
     extend: ExtendConfig = field(default_factory=ExtendConfig)
     eta_c: EtaCConfig = field(default_factory=EtaCConfig)
     catapult: CatapultConfig = field(default_factory=CatapultConfig)
@@ -420,6 +442,7 @@ DATA_OPTIONS = {
     "cifar100": CifarConfig(name="cifar100"),
     "tiny_imagenet": TinyImageNetConfig,
     "wikitext2": WikiTextConfig,
+    "text": TextConfig,
 }
 
 # Cluster presets are YAML files (conf/cluster/*.yaml) validated by the ClusterConfig type of
@@ -431,7 +454,7 @@ STANDARDIZATIONS = ("per_image", "per_channel")
 WARMUP_MODES = ("linear", "catapult")
 
 # Keys that say where or how a run is executed, not what it computes: not part of run ids.
-EXECUTION_KEYS = ("sweep_name", "results_dir", "force", "cohort", "cluster", "grid", "extend")
+EXECUTION_KEYS = ("sweep_name", "results_dir", "force", "cohort", "memory", "cluster", "grid", "extend")
 
 
 def register_configs() -> None:
@@ -542,6 +565,8 @@ def validate(cfg: Any) -> None:
          f"outcome.blowup={cfg.outcome.blowup}: must be > 1 (a multiple of the initial loss) or null"),
         (cfg.outcome.blowup_patience >= 1, f"outcome.blowup_patience={cfg.outcome.blowup_patience}: must be >= 1"),
         (cfg.cohort.max_size >= 1, f"cohort.max_size={cfg.cohort.max_size}: must be >= 1"),
+        (cfg.memory.budget_mib is None or cfg.memory.budget_mib >= 0,
+         f"memory.budget_mib={cfg.memory.budget_mib}: must be >= 0 MiB (0 = whole batches) or null (automatic)"),
         (cfg.extend.factor > 1, f"extend.factor={cfg.extend.factor}: must be > 1"),
         (cfg.extend.margin >= 0, f"extend.margin={cfg.extend.margin}: must be >= 0"),
         (cfg.lr_init_mode in ("value", "eta_c"), f"lr_init_mode={cfg.lr_init_mode}: allowed value, eta_c"),
@@ -588,7 +613,7 @@ def validate(cfg: Any) -> None:
             (cfg.model.heads < 1 or cfg.model.width % cfg.model.heads == 0,
              f"model.width={cfg.model.width} is not divisible by model.heads={cfg.model.heads}")
         )
-    if cfg.model.name == "transformer" and cfg.data.name == "wikitext2":
+    if cfg.model.name == "transformer" and cfg.data.name in ("wikitext2", "text"):
         checks.append(
             (cfg.model.context == cfg.data.context,
              f"model.context={cfg.model.context} != data.context={cfg.data.context}: set both to the same length")

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-import warnings
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,10 +29,10 @@ import pandas as pd
 from jax.flatten_util import ravel_pytree
 
 from sweep import catapult, columns, curvature, eta_c, optim, probes
-from sweep.errors import SweepWarning
 from sweep.identity import MEMBER_KEYS, cohort_key, content_hash, drop_key, identity_dict
 from sweep.plan import CohortPlan, plan_cohort  # noqa: F401 - re-exported: engine.plan_cohort
-from sweep.runtime import configure_jax
+from sweep.runtime import configure_jax, memory_budget_bytes
+from sweep.termination import interruptible
 from sweep.workload import DeviceData, Workload, eval_batch_size
 
 # the engine's own trace columns (registered in sweep/columns.py); enabled probe metrics add theirs
@@ -49,25 +48,13 @@ PROBE_FIELDS = ("probe_loss", "probe_acc", "grad_norm", "sharpness", "precond_sh
 # RI-Adam's random v0 is drawn from fold_in(PRNGKey(seed), this): a stream no other draw uses.
 RI_ADAM_STREAM = 104729
 
-# A whole-batch probe whose forward pass alone keeps more than this gets a one-line hint.
-WHOLE_PROBE_WARN_BYTES = 2 * 2**30
-SUGGESTED_MICROBATCH_BYTES = 256 * 2**20
-
-
-class ProbeMemoryWarning(SweepWarning):
-    """A whole-batch probe that will need many GB (LM-4-128's default probe: ~12 GB)."""
-
-
-def warn_whole_batch_probe(n: int, forward_bytes_per_example: float) -> None:
-    """probe.microbatch_bytes is 0 by default (it is part of the run id, so old sweeps keep theirs);
-    an LM-4-128 probe then needs ~12 GB (XLA's analysis: 11.7 GB; docs/benchmarks.md). Say so before
-    the first probe, with the setting that bounds it. The range is 1-3x the forward pass's values."""
-    forward = n * forward_bytes_per_example
-    if forward > WHOLE_PROBE_WARN_BYTES:
-        warnings.warn(f"the {n}-example measurement batch needs an estimated {forward / 2**30:.0f}-"
-                      f"{3 * forward / 2**30:.0f} GiB for its HVPs (whole batch, probe.microbatch_bytes=0); set "
-                      f"probe.microbatch_bytes={SUGGESTED_MICROBATCH_BYTES} to bound it (a new run id) or use a "
-                      "smaller probe.batch_size", ProbeMemoryWarning, stacklevel=3)
+# Chunk length (iterations per compiled scan): at most MAX_CHUNK, fewer when the steps are slow
+# (CohortTrainer._auto_chunk). The rates are conservative sustained FLOP/s (measured on the 2-core
+# CPU: 40-95 GFLOP/s for WRN steps), so a chunk of steps takes at most ~CHUNK_SECONDS.
+MAX_CHUNK = 64
+CHUNK_SECONDS = 30.0
+CHUNK_FLOPS_PER_S = {"cpu": 2e10, "gpu": 2e12, "tpu": 2e12}
+PROBE_HVPS_ESTIMATE = 8  # HVPs of a typical (warm) probe
 
 
 # ----------------------------------------------------------------------------- programs
@@ -177,7 +164,7 @@ class CohortResult:
 class CohortTrainer:
     """Builds the jitted programs of one cohort and runs them."""
 
-    def __init__(self, workload: Workload, plan: CohortPlan, chunk: int = 64):
+    def __init__(self, workload: Workload, plan: CohortPlan, chunk: Optional[int] = None):
         configure_jax()
         self.w, self.plan, self.cfg = workload, plan, plan.cfg
         self.k = plan.size
@@ -198,7 +185,7 @@ class CohortTrainer:
         self.probe_sequential = _probe_sequential(str(self.cfg.probe.get("members", "auto")))
         self.metrics = probes.enabled_metrics(self.cfg.probe)  # registered diagnostics switched on
         self.trace_columns = TRACE_COLUMNS + [c.name for m in self.metrics for c in m.columns]
-        self.chunk = max(1, min(chunk, self.steps + 1))
+        self.chunk = max(1, min(chunk or self._auto_chunk(), self.steps + 1))
         self.augment = self._augment_fn()
         self.lr_scale = None  # muP + Adam factors (uses_lr_factors), else None; host-side value
         self.consts: Optional[dict] = None  # the programs' parameterization data (init_members)
@@ -206,9 +193,11 @@ class CohortTrainer:
         self.init_key = cohort_key(self.cfg)
         self.compile_s: dict[str, float] = {}
         self._rep_of = None  # while tracing: (K,) index of the first member with the same init
-        # probe.microbatch_bytes (absent or 0: whole batches, as before): probe HVPs, the probe
-        # batch's loss/gradient and evaluations run over micro-batches sized to that many bytes
-        self.microbatch_bytes = int(self.cfg.probe.get("microbatch_bytes", 0) or 0)
+        # the memory budget (memory.budget_mib, an execution setting; runtime.memory_budget_bytes):
+        # probe HVPs, the probe batch's loss/gradient and evaluations run over micro-batches that fit
+        # it; members probed together (vmap) share it
+        budget = memory_budget_bytes(self.cfg)
+        self.microbatch_bytes = budget if self.probe_sequential else budget // self.k
         self.probe_microbatch, self.eval_bytes_per_example = self._microbatch_sizes()
 
     # ---------------------------------------------------------------- compiled programs
@@ -218,7 +207,7 @@ class CohortTrainer:
         that program_key leaves out; else the full cohort key), else traced, lowered and compiled
         here (ahead of time, so compile_s is the compile alone; the persistent cache may serve it)."""
         key = (name, self.program_key if shared else self.init_key, bool(jax.config.jax_enable_x64),
-               _signature(args))
+               self.microbatch_bytes, _signature(args))
         prog = _PROGRAMS.get(key)
         if prog is None:
             t0 = time.perf_counter()
@@ -257,6 +246,29 @@ class CohortTrainer:
 
         full = (*args, self.consts)
         return self._program(name, with_consts, full, donate=donate)(*full)
+
+    def _auto_chunk(self) -> int:
+        """Iterations per compiled chunk: MAX_CHUNK, fewer when the cohort's steps are estimated
+        (forward FLOPs from XLA's cost analysis x 3 x batch x members, plus the probes' HVPs spread
+        over the probe interval, at CHUNK_FLOPS_PER_S) to
+        take longer than CHUNK_SECONDS, so the progress bar and checkpoints move (WRN-16-4: 2)."""
+        x0, y0 = self.w.data.x_train[:1], self.w.data.y_train[:1]
+        shapes = jax.eval_shape(lambda: self.w.model.init(jax.random.PRNGKey(0), self.w.prepare(x0))["params"])
+        try:
+            cost = jax.jit(lambda p, x, y: self.w.loss_and_accuracy(p, x, y)[0]).lower(shapes, x0, y0).cost_analysis()
+            flops = float((cost or {}).get("flops", 0.0))
+        except Exception:  # noqa: BLE001 - a backend without cost analysis: the usual chunk
+            return MAX_CHUNK
+        step_flops = 3.0 * flops * self.batch * self.k
+        if self.do_sharpness or self.do_precond:  # a probe's HVPs (~2 steps each), spread over `every`
+            n_probe = int(self.w.data.x_probe.shape[0])
+            hvps = PROBE_HVPS_ESTIMATE * (int(self.do_sharpness) + int(self.do_precond))
+            every = max(int(self.cfg.probe.every), 1) if int(self.cfg.probe.log_points) <= 0 else 10
+            step_flops += 6.0 * flops * n_probe * self.k * hvps / every
+        rate = CHUNK_FLOPS_PER_S.get(jax.default_backend(), CHUNK_FLOPS_PER_S["gpu"])
+        if step_flops <= 0:
+            return MAX_CHUNK
+        return int(max(1, min(MAX_CHUNK, CHUNK_SECONDS * rate // step_flops)))
 
     # ---------------------------------------------------------------- pieces
     def _augment_fn(self) -> Optional[Callable]:
@@ -378,7 +390,7 @@ class CohortTrainer:
         return ravel_pytree(jax.tree.map(lambda p: p.astype(flat.dtype), params))[1](flat)
 
     def _microbatch_sizes(self) -> tuple[int, float]:
-        """(examples per probe micro-batch, forward bytes per example) for probe.microbatch_bytes.
+        """(examples per probe micro-batch, forward bytes per example) within the memory budget.
         Bytes per example: the growth of the loss's intermediate values from 1 to 2 examples
         (make_jaxpr, nothing runs); an HVP keeps ~3x a forward pass's values."""
         d = self.w.data
@@ -388,17 +400,18 @@ class CohortTrainer:
         fwd = [curvature.activation_bytes(lambda p, x, y: self.w.loss_and_accuracy(p, x, y)[0], shapes,
                                           d.x_probe[:b], d.y_probe[:b]) for b in (1, 2)]
         per_example = max(fwd[1] - fwd[0], 1)
-        if self.microbatch_bytes <= 0:
-            warn_whole_batch_probe(n, per_example)
+        if self.microbatch_bytes <= 0:  # memory.budget_mib=0: whole batches
             return n, 0.0
         return curvature.examples_per_microbatch(n, 3 * per_example, self.microbatch_bytes), float(per_example)
 
-    def _eval_batch(self, x: jax.Array) -> int:
-        """Evaluation chunk: the usual one, or smaller when probe.microbatch_bytes bounds it."""
+    def _eval_batch(self, x: jax.Array, members: int = 1) -> int:
+        """Evaluation chunk: the usual one, or smaller when the memory budget bounds it (shared by
+        `members` evaluated together under vmap)."""
         b = _eval_chunk(x)
         if self.microbatch_bytes > 0:
             n = int(x.shape[0])
-            b = min(b, curvature.examples_per_microbatch(n, self.eval_bytes_per_example, self.microbatch_bytes))
+            b = min(b, curvature.examples_per_microbatch(n, self.eval_bytes_per_example,
+                                                         self.microbatch_bytes // max(members, 1)))
         return b
 
     def _probe_loss_grad(self, params: Any, x: jax.Array, y: jax.Array):
@@ -494,7 +507,7 @@ class CohortTrainer:
         batch's g: Adam v_1 = (1 - b2) g^2; GI-Adam seeded from a separate batch B0 (v_0 = g_B0^2 in
         the state) and RI-Adam (a random v_0) v_1 = b2 v_0 + (1 - b2) g^2; GI-Adam seeded by the
         update v_1 = g^2."""
-        if self.probe_microbatch < data.x_probe.shape[0]:  # bounded memory (probe.microbatch_bytes)
+        if self.probe_microbatch < data.x_probe.shape[0]:  # bounded memory (memory budget)
             g = self._probe_loss_grad(m.params, data.x_probe, data.y_probe)[1]
         else:
             g = jax.grad(lambda q: self.w.loss_and_accuracy(q, data.x_probe, data.y_probe)[0])(m.params)
@@ -686,8 +699,8 @@ class CohortTrainer:
         """Train loss/accuracy on up to probe.final_train_examples examples and test metrics."""
 
         def one(params, d: DeviceData):
-            tl, ta = self.w.evaluate(params, d.x_final, d.y_final, self._eval_batch(d.x_final))
-            sl, sa = self.w.evaluate(params, d.x_test, d.y_test, self._eval_batch(d.x_test))
+            tl, ta = self.w.evaluate(params, d.x_final, d.y_final, self._eval_batch(d.x_final, self.k))
+            sl, sa = self.w.evaluate(params, d.x_test, d.y_test, self._eval_batch(d.x_test, self.k))
             return tl, ta, sl, sa
 
         tl, ta, sl, sa = jax.device_get(self._run_shared("final", jax.vmap(one, in_axes=(0, None)),
@@ -708,7 +721,7 @@ class CohortTrainer:
                     curvature.examples_per_microbatch(n, 3 * self.eval_bytes_per_example, self.microbatch_bytes))
 
             def one(m: Member, x: jax.Array, y: jax.Array, size: int = size):
-                if size < x.shape[0]:  # bounded memory (probe.microbatch_bytes)
+                if size < x.shape[0]:  # bounded memory (memory budget)
                     chunk_loss, flat, xin = self._flat_chunk_loss(m.params, x)
                     return curvature.microbatched_sharpness(chunk_loss, xin, y, flat, size, m.eigvec, iters, tol).value
                 loss_of_flat, flat = self._flat_loss(m.params, x, y)
@@ -769,11 +782,14 @@ class CohortTrainer:
         total = self.steps + 1
         compile_s, first = 0.0, True
         i = start
+
+        def advance(carry: Carry, i: int):
+            carry, out = chunk_fn(carry, jnp.asarray(i), self.w.data, self.plan.hyper, probes, evals)
+            return carry, jax.device_get(out), np.asarray(jax.device_get(carry.members.active))
+
         while i < total:
             tc = time.perf_counter()
-            carry, out = chunk_fn(carry, jnp.asarray(i), self.w.data, self.plan.hyper, probes, evals)
-            out = jax.device_get(out)
-            active = np.asarray(jax.device_get(carry.members.active))
+            carry, out, active = interruptible(advance, carry, i)  # SIGTERM acts within a chunk
             if first:
                 compile_s, first = time.perf_counter() - tc, False
             n_live = min(self.chunk, total - i)
@@ -788,7 +804,7 @@ class CohortTrainer:
                 on_chunk(carry, i, rows)
             if not active.any():
                 break
-        final = self.final_metrics(carry.members)
+        final = interruptible(self.final_metrics, carry.members)
         div = np.asarray(jax.device_get(carry.members.div_step))
         divergence = [int(s) if s >= 0 else None for s in div]
         # A member's trace ends at its divergence step (the probe row of that step is its last real

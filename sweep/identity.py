@@ -42,6 +42,8 @@ MEMBER_KEYS = (
 # Schema fields declared with config.added(default) are collected here too (the diagnostics' switches).
 ADDED_KEYS: dict[str, Any] = {
     "probe.microbatch_bytes": 0,  # issue 12: micro-batched probes (same values up to float summation order)
+    "data.train": None,  # issue 19: data=text's files (only that new loader has them)
+    "data.test": None,
     **added_keys(),
 }
 _ABSENT = object()

@@ -18,6 +18,7 @@ from sweep.engine import CohortTrainer
 from sweep.eta_c import start_at_eta_c
 from sweep.identity import in_lambda0_units, lambda0_key
 from sweep.plan import CohortPlan, plan_cohort
+from sweep.termination import interruptible
 from sweep.workload import Workload
 
 
@@ -54,7 +55,7 @@ def initial_sharpness(workload: Workload, cfgs: Sequence[Any], sweep: Optional[P
         for i in missing:
             reps.setdefault(lambda0_key(cfgs[i]), i)
         plan = plan_cohort([cfgs[i] for i in reps.values()], lrs=[1.0] * len(reps), lr_inits=[0.0] * len(reps))
-        computed = CohortTrainer(workload, plan).initial_sharpness()
+        computed = interruptible(CohortTrainer(workload, plan).initial_sharpness)  # SIGTERM acts at once
         for key, lam in zip(reps, computed):
             if cache_dir:
                 store.atomic_write_json(cache_dir / f"{key}.json", {"lambda0": float(lam), "key": key})

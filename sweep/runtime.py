@@ -33,3 +33,43 @@ def configure_jax() -> None:
     Path(where).mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", where)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+# ----------------------------------------------------------------------------- memory budget
+DEFAULT_BUDGET_CAP = 2**30  # 1 GiB: what a probe may keep on a laptop next to jax, data and the step
+DEFAULT_BUDGET_FRACTION = 8  # ... and never more than 1/8 of the device's memory
+
+
+def device_memory_bytes() -> int:
+    """The memory of the default device: an accelerator's allocator limit, else the host's RAM."""
+    import jax
+
+    dev = jax.devices()[0]
+    stats = None
+    if dev.platform != "cpu":
+        try:
+            stats = dev.memory_stats()
+        except Exception:  # noqa: BLE001 - some backends have no statistics
+            stats = None
+    if stats and stats.get("bytes_limit"):
+        return int(stats["bytes_limit"])
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def memory_budget_bytes(cfg: object) -> int:
+    """Bytes a probe (and lambda0, Adam's preconditioner gradient, evaluations) may keep at once.
+
+    An execution setting, not part of run ids: it decides how a value is computed (equal micro-
+    batches), not what it is. `probe.microbatch_bytes` > 0 (the older, run-id-bearing key) wins;
+    then `memory.budget_mib`; by default the lesser of 1 GiB and 1/8 of the device's memory."""
+    probe = getattr(cfg, "probe", None)
+    legacy = int((probe.get("microbatch_bytes", 0) if probe is not None else 0) or 0)
+    if legacy > 0:
+        return legacy
+    memory = cfg.get("memory", None) if hasattr(cfg, "get") else None
+    mib = memory.get("budget_mib", None) if memory is not None else None
+    if mib is not None:
+        if float(mib) <= 0:
+            return 0  # no split: whole batches
+        return max(int(float(mib) * 2**20), 1)
+    return min(DEFAULT_BUDGET_CAP, device_memory_bytes() // DEFAULT_BUDGET_FRACTION)

@@ -5,6 +5,11 @@ whatever Python code runs at that moment, with two exceptions:
 - inside a garbage-collection callback (jax registers one) Python drops the exception, so the handler
   also sets a flag that the training loop checks after every chunk (`raise_if_terminated`); such a
   dropped `Terminated` is not printed (sys.unraisablehook), since it is raised again;
+- a compiled XLA call (a chunk of steps, a probe, a compile) cannot be interrupted, and Python runs
+  signal handlers only between bytecodes: `interruptible()` runs such a call in a worker thread while
+  the main thread waits in short slices, so SIGTERM and Ctrl-C act within a fraction of a second (a
+  WRN-16-1 chunk answered SIGTERM after 1092 s before); the CLI then exits with the call still
+  running (`abandoned_compute()`), since nothing can stop XLA midway;
 - inside a `deferred()` block (taking or releasing a claim, writing a record) it only sets the flag,
   and the block raises when it ends: an interrupt between "claim file created" and "claim held" left
   a claim behind that the next run had to wait out (seen in tests/test_faults.py).
@@ -13,11 +18,15 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 _requested = False
 _deferring = 0
+_installed = False
+_abandoned: list[threading.Thread] = []  # compute threads left running by an interrupt
+T = TypeVar("T")
 
 
 class Terminated(BaseException):
@@ -43,7 +52,9 @@ def _quiet_unraisable(default: Any):
 
 def install() -> None:
     """Route SIGTERM to `Terminated` (the CLI's main thread only)."""
+    global _installed
     signal.signal(signal.SIGTERM, _on_sigterm)
+    _installed = True
     if not getattr(sys.unraisablehook, "sweep_quiet", False):
         sys.unraisablehook = _quiet_unraisable(sys.unraisablehook)
 
@@ -65,3 +76,36 @@ def raise_if_terminated() -> None:
     """Raise `Terminated` when a SIGTERM arrived, even if its first raise was swallowed."""
     if _requested:
         raise Terminated()
+
+
+def interruptible(fn: Callable[..., T], *args: Any) -> T:
+    """fn(*args), run so that SIGTERM / Ctrl-C act at once in the main thread (see the module
+    docstring). Elsewhere (a worker thread, no handler installed) it is a plain call."""
+    if not _installed or threading.current_thread() is not threading.main_thread():
+        return fn(*args)
+    box: dict = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            box["error"] = exc
+
+    worker = threading.Thread(target=target, name="sweep-compute", daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.25)
+    except BaseException:
+        if worker.is_alive():
+            _abandoned.append(worker)
+        raise
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def abandoned_compute() -> bool:
+    """Whether an interrupt left a compiled call running (the process must then end with os._exit:
+    jax's shutdown would wait for it)."""
+    return any(t.is_alive() for t in _abandoned)

@@ -108,35 +108,40 @@ def test_adam_preconditioner_and_lambda0_over_microbatches_equal_whole_batch(com
             np.testing.assert_allclose(b[col].to_numpy(), a[col].to_numpy(), rtol=2e-4, atol=1e-6, err_msg=col)
 
 
-def test_a_large_whole_batch_probe_says_how_to_bound_it(compose_cfg, monkeypatch, capsys):
-    """microbatch_bytes=0 stays the default (it is in the run id); a probe estimated above
-    WHOLE_PROBE_WARN_BYTES (LM-4-128's default: 10-29 GiB) gets one `warning:` line naming the setting."""
-    import warnings
+def test_memory_budget_is_an_execution_setting_with_whole_batch_values(compose_cfg):
+    """memory.budget_mib (issue 19) micro-batches probes, lambda0 and evaluations like the older
+    probe.microbatch_bytes, but leaves run ids alone; the values equal the whole batch's."""
+    from sweep.identity import run_id
 
-    from sweep.errors import install_warning_format
+    small = ["data=synthetic", "model.width=16", "model.depth=3", "steps=6", "probe.every=3",
+             "probe.batch_size=64", "batch_size=32", "probe.lanczos_iters=30", "probe.lanczos_tol=1e-7",
+             "lr_unit=sharpness", "lr=1.0"]
+    whole_cfg, mb_cfg = compose_cfg(*small, "memory.budget_mib=0"), compose_cfg(*small, "memory.budget_mib=0.004")
+    assert run_id(whole_cfg) == run_id(mb_cfg) == run_id(compose_cfg(*small))
 
-    small = ["data=synthetic", "model.width=16", "model.depth=3", "steps=2", "probe.batch_size=64", "batch_size=32"]
-    cfg = compose_cfg(*small)
-    workload = build_workload(cfg, dataset_for(cfg))
-    with warnings.catch_warnings(record=True) as seen:
-        warnings.simplefilter("always")
-        CohortTrainer(workload, plan_cohort([cfg]), chunk=2)
-    assert not seen  # a small probe: silent
-    monkeypatch.setattr(engine, "WHOLE_PROBE_WARN_BYTES", 1)
-    with warnings.catch_warnings(record=True) as seen:
-        warnings.simplefilter("always")
-        CohortTrainer(workload, plan_cohort([cfg]), chunk=2)
-    (w,) = seen
-    assert issubclass(w.category, engine.ProbeMemoryWarning)
-    assert "64-example measurement batch" in str(w.message) and "probe.microbatch_bytes=268435456" in str(w.message)
-    with open_dict(cfg):
-        cfg.probe.microbatch_bytes = 4096
-    with warnings.catch_warnings(record=True) as seen:
-        warnings.simplefilter("always")
-        CohortTrainer(build_workload(cfg, dataset_for(cfg)), plan_cohort([cfg]), chunk=2)
-    assert not seen  # bounded: nothing to say
-    with warnings.catch_warnings():
-        warnings.simplefilter("always")
-        install_warning_format()
-        warnings.warn("first line\nsecond", engine.ProbeMemoryWarning)
-    assert capsys.readouterr().err == "warning: first line\n"
+    def trainer(cfg):
+        return CohortTrainer(build_workload(cfg, dataset_for(cfg)), plan_cohort([cfg]), chunk=3)
+
+    whole_tr, tr = trainer(whole_cfg), trainer(mb_cfg)
+    assert whole_tr.probe_microbatch == 64 and 1 <= tr.probe_microbatch < 64
+    np.testing.assert_allclose(tr.initial_sharpness(), whole_tr.initial_sharpness(), rtol=1e-4)
+    whole, mb = whole_tr.run(), tr.run()
+    for a, b in zip(whole.traces, mb.traces):
+        for col in ("probe_loss", "grad_norm", "sharpness", "test_loss", "train_loss"):
+            np.testing.assert_allclose(b[col].to_numpy(), a[col].to_numpy(), rtol=2e-4, atol=1e-6, err_msg=col)
+
+
+def test_default_memory_budget_is_a_laptop_size(compose_cfg, monkeypatch):
+    """null: the lesser of 1 GiB and 1/8 of the device's memory; probe.microbatch_bytes > 0 wins."""
+    from sweep import runtime
+
+    cfg = compose_cfg("data=synthetic")
+    monkeypatch.setattr(runtime, "device_memory_bytes", lambda: 64 * 2**30)
+    assert runtime.memory_budget_bytes(cfg) == 2**30
+    monkeypatch.setattr(runtime, "device_memory_bytes", lambda: 4 * 2**30)
+    assert runtime.memory_budget_bytes(cfg) == 2**29
+    assert runtime.memory_budget_bytes(compose_cfg("data=synthetic", "memory.budget_mib=3")) == 3 * 2**20
+    assert runtime.memory_budget_bytes(compose_cfg("data=synthetic", "memory.budget_mib=0")) == 0
+    assert runtime.memory_budget_bytes(compose_cfg("data=synthetic", "probe.microbatch_bytes=4096",
+                                                   "memory.budget_mib=3")) == 4096
+    assert runtime.device_memory_bytes() > 2**20  # this machine's RAM (or accelerator limit)

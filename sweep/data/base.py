@@ -112,6 +112,7 @@ _LOADERS: dict[str, str] = {
     "cifar100": "sweep.data.cifar:load_cifar",
     "tiny_imagenet": "sweep.data.tiny_imagenet:load_tiny_imagenet",
     "wikitext2": "sweep.data.wikitext:load_wikitext2",
+    "text": "sweep.data.text:load_text",
 }
 
 

@@ -95,16 +95,11 @@ def tokenizer_path(key: str) -> Path:
     return cache.cache_dir() / f"{key}.tokenizer.json"
 
 
-def _prepare(location: Path, vocab_size: int, key: str) -> dict[str, np.ndarray]:
-    if location.is_file():
-        verify(location, SOURCE)
-    raw = {archive.basename(n): b for n, b in archive.iter_files(location, lambda n: archive.basename(n) in REQUIRED)}
-    missing = [f for f in REQUIRED if f not in raw]
-    if missing:
-        raise DataError(f"{location} lacks {', '.join(missing)}; it must hold {', '.join(REQUIRED)}")
-    train_lines, test_lines = text_lines(raw[TRAIN]), text_lines(raw[TEST])
+def tokenize_splits(train_raw: bytes, test_raw: bytes, vocab_size: int, key: str, where: str) -> dict[str, np.ndarray]:
+    """BPE trained on the training text only; both splits as token streams (cached by the caller)."""
+    train_lines, test_lines = text_lines(train_raw), text_lines(test_raw)
     if not train_lines:
-        raise DataError(f"{location}: {TRAIN} holds no text")
+        raise DataError(f"{where}: the training text holds no text")
     tokenizer = train_tokenizer(train_lines, vocab_size)
     cache.atomic_write_bytes(tokenizer_path(key), lambda f: f.write(tokenizer.to_str().encode()))
     return dict(
@@ -114,19 +109,40 @@ def _prepare(location: Path, vocab_size: int, key: str) -> dict[str, np.ndarray]
     )
 
 
-def load_wikitext2(cfg: Any) -> Dataset:
-    vocab_size, context = int(getattr(cfg, "vocab_size", 4096)), int(getattr(cfg, "context", 64))
+def lm_dataset(name: str, arrays: dict[str, np.ndarray], context: int, where: str) -> Dataset:
+    """Next-token windows of both token streams, as a language-model data set."""
+    x_train, y_train = token_windows(arrays["train_ids"], context)
+    x_test, y_test = token_windows(arrays["test_ids"], context)
+    if len(x_train) == 0 or len(x_test) == 0:
+        raise DataError(
+            f"{where} yields {len(arrays['train_ids'])} train and {len(arrays['test_ids'])} test tokens: "
+            f"too few for one window of data.context+1={context + 1}"
+        )
+    return Dataset(name, x_train, y_train, x_test, y_test, num_classes=int(arrays["vocab_size"]), task="lm")
+
+
+def check_sizes(vocab_size: int, context: int) -> None:
     if vocab_size < len(SPECIALS) + 1 or context < 1:
         raise DataError(f"data.vocab_size={vocab_size} and data.context={context}: need vocab_size >= 3, context >= 1")
+
+
+def _prepare(location: Path, vocab_size: int, key: str) -> dict[str, np.ndarray]:
+    if location.is_file():
+        verify(location, SOURCE)
+    raw = {archive.basename(n): b for n, b in archive.iter_files(location, lambda n: archive.basename(n) in REQUIRED)}
+    missing = [f for f in REQUIRED if f not in raw]
+    if missing:
+        raise DataError(f"{location} lacks {', '.join(missing)}; it must hold {', '.join(REQUIRED)}")
+    if not text_lines(raw[TRAIN]):
+        raise DataError(f"{location}: {TRAIN} holds no text")
+    return tokenize_splits(raw[TRAIN], raw[TEST], vocab_size, key, str(location))
+
+
+def load_wikitext2(cfg: Any) -> Dataset:
+    vocab_size, context = int(getattr(cfg, "vocab_size", 4096)), int(getattr(cfg, "context", 64))
+    check_sizes(vocab_size, context)
     location = _locate(resolve_root(getattr(cfg, "root", None)), bool(getattr(cfg, "download", True)))
     sources = [location] if location.is_file() else [location / f for f in REQUIRED]
     key = cache.cache_key("wikitext2", sources, {"vocab_size": vocab_size})
     a = cache.load_or_build(key, lambda: _prepare(location, vocab_size, key))
-    x_train, y_train = token_windows(a["train_ids"], context)
-    x_test, y_test = token_windows(a["test_ids"], context)
-    if len(x_train) == 0 or len(x_test) == 0:
-        raise DataError(
-            f"WikiText-2 in {location} yields {len(a['train_ids'])} train and {len(a['test_ids'])} test tokens: "
-            f"too few for one window of data.context+1={context + 1}"
-        )
-    return Dataset("wikitext2", x_train, y_train, x_test, y_test, num_classes=int(a["vocab_size"]), task="lm")
+    return lm_dataset("wikitext2", a, context, f"WikiText-2 in {location}")
