@@ -207,7 +207,7 @@ class CohortTrainer:
         that program_key leaves out; else the full cohort key), else traced, lowered and compiled
         here (ahead of time, so compile_s is the compile alone; the persistent cache may serve it)."""
         key = (name, self.program_key if shared else self.init_key, bool(jax.config.jax_enable_x64),
-               self.microbatch_bytes, _signature(args))
+               self.microbatch_bytes, self.chunk if name == "chunk" else None, _signature(args))
         prog = _PROGRAMS.get(key)
         if prog is None:
             t0 = time.perf_counter()

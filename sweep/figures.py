@@ -154,9 +154,10 @@ ADAM_PROBE_QUICK = ("probe.batch_size=1000", "probe.dense_steps=16", "probe.ever
 ADAM_PROBE_QUICK_TEXT = "float32 sharpness and P^-1 H on 1k of the 5k examples, every step to 16 then every 25"
 
 WRN_TRAJ_QUICK = (  # WRN-16-1 trajectories (Figures 15, 16)
-    "model.depth=10", *_CIFAR_QUICK, "batch_size=256", "steps=150", "warmup=1,16,64",
-    "probe.dtype=float32", "probe.batch_size=256", "probe.dense_steps=24", "probe.every=16")
-WRN_TRAJ_QUICK_TEXT = "WRN-10-1, 5k CIFAR-10, B=256, 150 steps, T_wrm 1,16,64, float32 sharpness on 256 examples"
+    *_CIFAR_QUICK, "batch_size=128", "steps=80", "warmup=1,16,64",
+    "probe.dtype=float32", "probe.batch_size=128", "probe.dense_steps=8", "probe.every=8")
+WRN_TRAJ_QUICK_TEXT = ("WRN-16-1, 5k CIFAR-10, B=128, 80 steps, T_wrm 1,16,64, float32 sharpness on 128 examples "
+                       "(every step to 8, then every 8)")
 
 # Phase diagrams and T_reach on a CPU: a WRN step (and its XLA compile) does not fit a ten-minute
 # budget on two cores, so the quick scale swaps the WRN for FCN-4-256 (the paper: "similar phase

@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator, TypeVar
 _requested = False
 _deferring = 0
 _installed = False
-_abandoned: list[threading.Thread] = []  # compute threads left running by an interrupt
+_abandoned: list[threading.Event] = []  # "finished" flags of compute threads left running by an interrupt
 T = TypeVar("T")
 
 
@@ -84,21 +84,24 @@ def interruptible(fn: Callable[..., T], *args: Any) -> T:
     if not _installed or threading.current_thread() is not threading.main_thread():
         return fn(*args)
     box: dict = {}
+    finished = threading.Event()
 
     def target() -> None:
         try:
             box["value"] = fn(*args)
         except BaseException as exc:  # noqa: BLE001 - handed to the caller
             box["error"] = exc
+        finally:
+            finished.set()
 
     worker = threading.Thread(target=target, name="sweep-compute", daemon=True)
     worker.start()
     try:
-        while worker.is_alive():
-            worker.join(0.25)
+        while not finished.wait(0.25):  # (not Thread.join: interrupted, it marks the thread stopped)
+            pass
     except BaseException:
-        if worker.is_alive():
-            _abandoned.append(worker)
+        if not finished.is_set():
+            _abandoned.append(finished)
         raise
     if "error" in box:
         raise box["error"]
@@ -108,4 +111,4 @@ def interruptible(fn: Callable[..., T], *args: Any) -> T:
 def abandoned_compute() -> bool:
     """Whether an interrupt left a compiled call running (the process must then end with os._exit:
     jax's shutdown would wait for it)."""
-    return any(t.is_alive() for t in _abandoned)
+    return any(not finished.is_set() for finished in _abandoned)

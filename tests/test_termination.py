@@ -79,3 +79,48 @@ def test_sigterm_inside_a_claim_waits_for_it_and_leaves_no_claim_file() -> None:
 def test_a_dropped_terminated_is_not_printed_once_installed() -> None:
     out = subprocess.run([sys.executable, "-c", CODE], capture_output=True, text=True, timeout=60)
     assert "Traceback" not in out.stderr, out.stderr[-2000:]
+
+
+LONG_CALL = r"""
+import os, signal, sys, threading, time
+import jax, jax.numpy as jnp
+from sweep import termination
+
+termination.install()
+
+def long_compiled_call():
+    # one XLA call of many seconds: Python cannot run a signal handler until it returns
+    f = jax.jit(lambda x: jax.lax.fori_loop(0, 4000, lambda i, a: jnp.tanh(a @ a), x))
+    return f(jnp.ones((400, 400)) * 1e-3).block_until_ready()
+
+threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGTERM)).start()
+t0 = time.perf_counter()
+try:
+    termination.interruptible(long_compiled_call)
+    print("finished", flush=True)
+except termination.Terminated:
+    print(f"terminated after {time.perf_counter() - t0:.1f} s; abandoned={termination.abandoned_compute()}", flush=True)
+    os._exit(143)
+"""
+
+
+def test_sigterm_acts_inside_a_long_compiled_call() -> None:
+    """Issue 19: a SIGTERM during a long compiled chunk took effect only when the chunk returned
+    (1092 s for a WRN-16-1 chunk); run through `interruptible`, it acts within a fraction of a second."""
+    out = subprocess.run([sys.executable, "-c", LONG_CALL], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 143, (out.stdout, out.stderr[-2000:])
+    line = out.stdout.strip().splitlines()[-1]
+    assert line.startswith("terminated after") and line.endswith("abandoned=True"), line
+    assert float(line.split()[2]) < 5.0, line
+
+
+def test_interruptible_is_a_plain_call_without_handlers_and_passes_errors() -> None:
+    from sweep import termination
+
+    assert termination.interruptible(lambda a, b: a + b, 2, 3) == 5
+    try:
+        termination.interruptible(lambda: 1 / 0)
+    except ZeroDivisionError:
+        pass
+    else:
+        raise AssertionError("the error was not passed on")
