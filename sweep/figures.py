@@ -170,6 +170,13 @@ WRN_PHASE_QUICK = (  # WRN-16-4 SGD phase diagrams (Figures 3, 19, 21)
 WRN_PHASE_QUICK_TEXT = ("FCN-4-256 instead of WRN-16-4, 5k subset, 400 steps, lr 2^0..2^7/lambda0 (fixed), "
                         "T_wrm 1,16,128, no mixup")
 
+# Figure 3's SP/MSE panel with a real WRN (issue 19): convolutions are fast inside compiled loops
+# now (sweep/models/conv.py), so a reduced WRN grid fits a laptop: WRN-16-1, 60 steps, 6 x 3 cells.
+WRN_PHASE_REAL_QUICK = ("model.widen=1", *_CIFAR_QUICK, "data.augment.mixup=0.0", "loss=mse", "steps=60",
+                        "lr=pow2(0,5)", "warmup=1,8,32", "extend.until_divergence=false", "probe.batch_size=128")
+WRN_PHASE_REAL_QUICK_TEXT = ("WRN-16-1 (not 16-4), 5k CIFAR-10, MSE, 60 steps (not 1e5), lr 2^0..2^5/lambda0 (fixed), "
+                             "T_wrm 1,8,32, no mixup, lambda0 on 128 examples")
+
 WRN_ADAM_QUICK = (  # WRN-16-4 Adam phase diagrams (Figures 22-24): 2^x * 1e-5, x = 4, 6, .., 14
     *_FCN_FOR_WRN, "steps=400", "lr=pow2(-12.609640474436812,-2.609640474436812,2)", "warmup=1,16,128",
     "extend.until_divergence=false", "probe.every=100")
@@ -254,6 +261,11 @@ _FIGURES = (
            _quick(WRN_PHASE_QUICK, WRN_PHASE_QUICK_TEXT, 20, note="3 panels, 3 compiled cohorts"),
            paper="WRN-16-4, CIFAR-10 (aug.), SGD B=128, 1e5 steps, (SP,MSE) (muP,xent) (SP,xent), "
                  "2^x/lambda0 until divergence x T_wrm 4^0..4^6"),
+    Figure("fig3_wrn", "Figure 3's (SP, MSE) panel drawn from real WideResNet runs: warmup pushes the divergence "
+           "boundary to larger eta_trgt",
+           ("fig3_sp",), _heat("best_test_acc", "param,loss"),
+           _quick(WRN_PHASE_REAL_QUICK, WRN_PHASE_REAL_QUICK_TEXT, 13),
+           paper="as Figure 3's (SP, MSE) panel: WRN-16-4, CIFAR-10 (aug.), SGD B=128, 1e5 steps"),
     Figure("fig4", "LM Adam vs GI-Adam phase diagrams (final test loss): GI-Adam pushes the failure boundary",
            ("fig4",), _heat("final_test_loss", "optimizer"),
            _quick(LM_PHASE_QUICK, LM_PHASE_QUICK_TEXT, 10, "lr=pow2(-13.287712379549449,-7.287712379549449,2)",

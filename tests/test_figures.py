@@ -14,6 +14,7 @@ from record_factory import realistic_sweep
 
 PAPER_FIGURES = [f"fig{i}" for i in range(1, 32)]
 DIAGNOSTIC_FIGURES = ["gilmer4", "gilmer16", "jastrzebski4", "agarwala3"]  # tests/test_figures_diagnostics.py
+VARIANTS = ["fig3_wrn"]  # a paper figure's panel at another quick reduction (a real WRN)
 TINY = ["data=synthetic", "model.width=8", "model.depth=2", "steps=4", "lr=1", "warmup=1,2", "param.name=sp",
         "probe.every=2", "probe.batch_size=32", "probe.dense_steps=0"]
 NPZ = ["data=npz", "data.path=/data/cifar10_subset.npz"]
@@ -45,8 +46,8 @@ def _lrs(cells):
 
 
 def test_every_paper_figure_is_registered_with_both_scales():
-    assert set(PAPER_FIGURES) | {"gilmer2", "demo"} | set(DIAGNOSTIC_FIGURES) == set(FIGURES)
-    for name in PAPER_FIGURES:
+    assert set(PAPER_FIGURES) | {"gilmer2", "demo"} | set(DIAGNOSTIC_FIGURES) | set(VARIANTS) == set(FIGURES)
+    for name in PAPER_FIGURES + VARIANTS:
         fig = FIGURES[name]
         quick = fig.scale("quick")
         assert quick.overrides and quick.reductions and 0 < quick.minutes <= 30, name
