@@ -55,7 +55,7 @@ def measure(name: str, steps: int) -> dict:
     import jax.numpy as jnp
 
     sys.path.insert(0, os.path.dirname(__file__))
-    from model_step_time import make_step
+    from model_step_time import make_step, timed_steps
 
     from sweep.engine import CohortTrainer, plan_cohort
     from sweep.grid import compose
@@ -69,15 +69,7 @@ def measure(name: str, steps: int) -> dict:
     # bare step, same model and batch
     x, y = w.prepare(w.data.x_train[: int(cfg.batch_size)]), w.data.y_train[: int(cfg.batch_size)]
     params = w.model.init(jax.random.PRNGKey(0), x)["params"]
-    bare = make_step(w.model)
-    params, loss = bare(params, x, y)
-    loss.block_until_ready()
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        params, loss = bare(params, x, y)
-        loss.block_until_ready()
-        times.append(time.perf_counter() - t0)
+    _, times, _ = timed_steps(make_step(w.model), params, x, y, steps)
     bare_s = statistics.median(times)
     # engine: the cohort program
     tr = CohortTrainer(w, plan_cohort([cfg]), chunk=steps)

@@ -34,10 +34,8 @@ def make_step(model):
     return step
 
 
-def time_model(name: str, model, x, y, steps: int) -> None:
-    params = model.init(jax.random.key(0, impl="rbg"), x)["params"]
-    n_params = sum(leaf.size for leaf in jax.tree_util.tree_leaves(params))
-    step = make_step(model)
+def timed_steps(step, params, x, y, steps: int):
+    """(compile + first step seconds, the timed steps' seconds, last loss) after one warm-up step."""
     t0 = time.perf_counter()
     params, loss = step(params, x, y)  # compile + first step
     loss.block_until_ready()
@@ -50,6 +48,13 @@ def time_model(name: str, model, x, y, steps: int) -> None:
         params, loss = step(params, x, y)
         loss.block_until_ready()
         times.append(time.perf_counter() - t0)
+    return compile_s, times, loss
+
+
+def time_model(name: str, model, x, y, steps: int) -> None:
+    params = model.init(jax.random.key(0, impl="rbg"), x)["params"]
+    n_params = sum(leaf.size for leaf in jax.tree_util.tree_leaves(params))
+    compile_s, times, loss = timed_steps(make_step(model), params, x, y, steps)
     print(f"{name}: {n_params:,} params, compile+first step {compile_s:.1f} s, "
           f"median step {statistics.median(times):.3f} s (min {min(times):.3f}, max {max(times):.3f}, "
           f"n={steps}), loss {float(loss):.3f}", flush=True)

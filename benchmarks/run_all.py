@@ -342,7 +342,7 @@ LM = ["model=transformer", "model.depth=4", "model.width=128", "data=wikitext2",
 
 
 def worker_probe(extra: list[str], budgets: list[int], lm_root: str) -> dict:
-    """Probe-program memory at the 512-example batch, whole and micro-batched (probe.microbatch_bytes);
+    """Probe-program memory at the 512-example batch, whole and micro-batched (memory.budget_mib);
     with lm_root also LM-4-128 (WikiText-2 under lm_root, 512 sequences of 64 tokens, Adam)."""
     from omegaconf import open_dict
 
@@ -362,10 +362,10 @@ def worker_probe(extra: list[str], budgets: list[int], lm_root: str) -> dict:
     for budget in budgets:
         cfgs = _configs({"lrs": [1], "warmups": [1], "steps": 10}, extra)
         with open_dict(cfgs[0]):
-            cfgs[0].lr_unit, cfgs[0].probe.microbatch_bytes = "absolute", budget
+            cfgs[0].lr_unit, cfgs[0].memory.budget_mib = "absolute", budget / 2**20  # 0: whole batch
         out["fcn"].append({"budget": budget, **_probe_memory(cfgs)})
         if lm_root:
-            cfg = compose(LM + [f"data.root={lm_root}", f"probe.microbatch_bytes={budget}", *extra])
+            cfg = compose(LM + [f"data.root={lm_root}", f"memory.budget_mib={budget / 2**20}", *extra])
             out["lm"].append({"budget": budget, **_probe_memory([cfg])})
     return out
 
@@ -399,7 +399,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="CPU size: skip the 48-run grid")
     ap.add_argument("--only", nargs="+", choices=["grid8", "grid48", "compile", "probe", "probe_lm"], default=None)
     ap.add_argument("--microbatch-mib", type=float, nargs="*", default=[16.0],
-                    help="probe part: also compile the probe with probe.microbatch_bytes = these MiB")
+                    help="probe part: also compile the probe with memory.budget_mib = these MiB")
     ap.add_argument("--lm-root", default="/work/shared/data/wikitext-2-raw",
                     help="probe_lm part: folder with WikiText-2 raw (LM-4-128 probe memory)")
     ap.add_argument("--baseline-runs", type=int, default=0,
@@ -504,7 +504,7 @@ def main() -> None:
     if "probe" in results:
         print()
         print("probe program memory (one member, XLA memory analysis of the compiled program; budget = "
-              "probe.microbatch_bytes, 0 = whole batch):")
+              "memory.budget_mib, 0 = whole batch):")
         for model in ("fcn", "lm"):
             for r in results["probe"][model]:
                 mem = (f"temp {r['temp_mb']:8.1f} MiB" if "temp_mb" in r else "memory analysis unavailable")

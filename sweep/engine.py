@@ -14,6 +14,7 @@ The host reads back one chunk of per-iteration scalars at a time and keeps the p
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import time
@@ -185,7 +186,7 @@ class CohortTrainer:
         self.probe_sequential = _probe_sequential(str(self.cfg.probe.get("members", "auto")))
         self.metrics = probes.enabled_metrics(self.cfg.probe)  # registered diagnostics switched on
         self.trace_columns = TRACE_COLUMNS + [c.name for m in self.metrics for c in m.columns]
-        self.chunk = max(1, min(chunk or self._auto_chunk(), self.steps + 1))
+        self._chunk_request = chunk  # None: sized from the step's cost when first needed (`chunk`)
         self.augment = self._augment_fn()
         self.lr_scale = None  # muP + Adam factors (uses_lr_factors), else None; host-side value
         self.consts: Optional[dict] = None  # the programs' parameterization data (init_members)
@@ -246,6 +247,12 @@ class CohortTrainer:
 
         full = (*args, self.consts)
         return self._program(name, with_consts, full, donate=donate)(*full)
+
+    @functools.cached_property
+    def chunk(self) -> int:
+        """Iterations per compiled chunk (the constructor's, else `_auto_chunk`; trainers built only
+        to measure lambda0 or eta_c never need it)."""
+        return max(1, min(self._chunk_request or self._auto_chunk(), self.steps + 1))
 
     def _auto_chunk(self) -> int:
         """Iterations per compiled chunk: MAX_CHUNK, fewer when the cohort's steps are estimated
