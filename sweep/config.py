@@ -310,7 +310,8 @@ class MemoryConfig:
     """How much memory a probe may keep (an execution setting: not part of run ids). The probe's
     HVPs, lambda0, the gradient behind Adam's preconditioner and evaluations run over equal micro-
     batches that fit it, which gives the whole batch's values up to float summation order.
-    null: the lesser of 1 GiB and 1/8 of the device's memory (sweep/runtime.py); 0: whole batches."""
+    null: the lesser of 256 MiB on a CPU (1 GiB on an accelerator) and 1/8 of the device's memory
+    (sweep/runtime.py); 0: whole batches."""
 
     budget_mib: Optional[float] = None
 

@@ -132,12 +132,17 @@ def test_memory_budget_is_an_execution_setting_with_whole_batch_values(compose_c
 
 
 def test_default_memory_budget_is_a_laptop_size(compose_cfg, monkeypatch):
-    """null: the lesser of 1 GiB and 1/8 of the device's memory; probe.microbatch_bytes > 0 wins."""
+    """null: the lesser of 256 MiB on a CPU (1 GiB elsewhere) and 1/8 of the device's memory;
+    probe.microbatch_bytes > 0 wins."""
     from sweep import runtime
 
     cfg = compose_cfg("data=synthetic")
+    assert jax.default_backend() == "cpu"
     monkeypatch.setattr(runtime, "device_memory_bytes", lambda: 64 * 2**30)
-    assert runtime.memory_budget_bytes(cfg) == 2**30
+    assert runtime.memory_budget_bytes(cfg) == 256 * 2**20
+    monkeypatch.setattr(runtime, "device_memory_bytes", lambda: 1 * 2**30)
+    assert runtime.memory_budget_bytes(cfg) == 2**27
+    monkeypatch.setitem(runtime.DEFAULT_BUDGET_CAP, "cpu", 2**30)  # as on an accelerator
     monkeypatch.setattr(runtime, "device_memory_bytes", lambda: 4 * 2**30)
     assert runtime.memory_budget_bytes(cfg) == 2**29
     assert runtime.memory_budget_bytes(compose_cfg("data=synthetic", "memory.budget_mib=3")) == 3 * 2**20
