@@ -9,6 +9,7 @@ kill during a save leaves the previous checkpoint intact.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 import time
@@ -37,6 +38,13 @@ def arrays_to_rows(arrays: dict[str, Any]) -> list:
     return [(int(s), {k: v[r] for k, v in arrays.items()}) for r, s in enumerate(steps)]
 
 
+def cohort_checkpoint_dir(sweep: str | Path, cohort_key: str, run_ids: list[str]) -> Path:
+    """One directory per (cohort, exact member list): a requeued task finds the state of the
+    members it trains again, and never another member list's."""
+    ids = hashlib.sha256(",".join(run_ids).encode()).hexdigest()[:12]
+    return Path(sweep) / "checkpoints" / f"{cohort_key}-{ids}"
+
+
 class Checkpointer:
     """Save/restore hooks for `runner.run_cohort(checkpointer=...)`, one directory per cohort."""
 
@@ -53,6 +61,13 @@ class Checkpointer:
         self.saves = 0
         self._last_save = time.monotonic()
         self._chunks = 0
+
+    def retarget(self, directory: str | Path) -> None:
+        """Save to and restore from another directory from now on (the next part of a cohort that
+        trains in parts); a pending preemption request is kept."""
+        self.directory = Path(directory)
+        self.fingerprint = None
+        self._last_save, self._chunks = time.monotonic(), 0
 
     # ---------------------------------------------------------------- orbax plumbing
     def _manager(self):

@@ -311,9 +311,13 @@ class MemoryConfig:
     HVPs, lambda0, the gradient behind Adam's preconditioner and evaluations run over equal micro-
     batches that fit it, which gives the whole batch's values up to float summation order.
     null: the lesser of 256 MiB on a CPU (1 GiB on an accelerator) and 1/8 of the device's memory
-    (sweep/runtime.py); 0: whole batches."""
+    (sweep/runtime.py); 0: whole batches.
+    train_mib: what the members of a cohort that train together may keep (their activations for the
+    backward pass); a cohort that needs more trains in equal parts, one after another
+    (sweep/cohort_memory.py). null: 1/4 of the device's memory; 0: no limit."""
 
     budget_mib: Optional[float] = None
+    train_mib: Optional[float] = None
 
 
 @dataclass
@@ -568,6 +572,8 @@ def validate(cfg: Any) -> None:
         (cfg.cohort.max_size >= 1, f"cohort.max_size={cfg.cohort.max_size}: must be >= 1"),
         (cfg.memory.budget_mib is None or cfg.memory.budget_mib >= 0,
          f"memory.budget_mib={cfg.memory.budget_mib}: must be >= 0 MiB (0 = whole batches) or null (automatic)"),
+        (cfg.memory.train_mib is None or cfg.memory.train_mib >= 0,
+         f"memory.train_mib={cfg.memory.train_mib}: must be >= 0 MiB (0 = no limit) or null (automatic)"),
         (cfg.extend.factor > 1, f"extend.factor={cfg.extend.factor}: must be > 1"),
         (cfg.extend.margin >= 0, f"extend.margin={cfg.extend.margin}: must be >= 0"),
         (cfg.lr_init_mode in ("value", "eta_c"), f"lr_init_mode={cfg.lr_init_mode}: allowed value, eta_c"),

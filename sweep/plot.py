@@ -361,7 +361,7 @@ def _wrapped(fig: plt.Figure, text: str, minimum: int = 60) -> str:
 def add_title_line(fig: plt.Figure, line: str) -> plt.Figure:
     """Put `line` (e.g. "Kalra & Barkeshli Fig. 1 · quick: FCN-4-256, ...") above the figure's title."""
     old = fig._suptitle.get_text() if getattr(fig, "_suptitle", None) is not None else ""
-    fig.suptitle("\n".join(filter(None, [_wrapped(fig, line), old])), fontsize=11)
+    fig.suptitle("\n".join(filter(None, [_wrapped(fig, line, minimum=0), old])), fontsize=11)
     return fig
 
 

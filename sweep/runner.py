@@ -183,14 +183,18 @@ def run_cohort(cohort: Cohort, sweep: Path, *, force: bool = False,
                 progress(done, total)
 
         try:
-            return _train_and_record(runs, sweep, report, checkpointer)
+            return _train_and_record(runs, sweep, report, checkpointer, cohort.key)
         finally:
             held.release(ids)
 
 
 def _train_and_record(runs: list[RunSpec], sweep: Path, progress: Optional[Callable[[int, int], None]],
-                      checkpointer: Any) -> list[dict]:
-    sweep_name = sweep.name
+                      checkpointer: Any, cohort_key: str = "") -> list[dict]:
+    """Train the runs (in equal parts, one after another, when all of them at once would not fit
+    the training memory budget: sweep/cohort_memory.py) and write their records."""
+    from sweep.checkpoint import cohort_checkpoint_dir
+    from sweep.cohort_memory import member_train_bytes, split_to_fit, train_budget_bytes
+
     cfgs = [r.cfg for r in runs]
     t0 = time.perf_counter()
     # A missing or defective data set is the user's to fix (DataError, one line): it is raised
@@ -200,18 +204,40 @@ def _train_and_record(runs: list[RunSpec], sweep: Path, progress: Optional[Calla
         configure_jax()
         ensure_float64(cfgs)
         workload = build_workload(cfgs[0], dataset)
-        t_data = time.perf_counter() - t0
-        plan = resolve_plan(workload, cfgs, sweep)
-        trainer = CohortTrainer(workload, plan)
-        cb = (lambda done: progress(done, trainer.steps + 1)) if progress else None
-        restored = (checkpointer.restore(trainer.layout_fingerprint(), trainer.initial_state)
-                    if checkpointer else None)
-        kwargs = dict(restored) if restored else {}
-        result: CohortResult = trainer.run(progress=cb, on_chunk=checkpointer.save if checkpointer else None,
-                                           **kwargs)
+        parts = split_to_fit(runs, member_train_bytes(workload, int(cfgs[0].batch_size)),
+                             train_budget_bytes(cfgs[0]))
     except Exception as exc:  # noqa: BLE001 - recorded, then re-raised
         exc.error_records_written = write_error_records(runs, sweep, exc)  # type: ignore[attr-defined]
         raise
+    t_data = time.perf_counter() - t0
+    records: list[dict] = []
+    for i, part in enumerate(parts):
+        part_progress = None
+        if progress:
+            def part_progress(done: int, total: int, i: int = i) -> None:
+                progress(i * total + done, len(parts) * total)
+        if checkpointer and len(parts) > 1:  # one directory per part: a requeue resumes the part it was in
+            checkpointer.retarget(cohort_checkpoint_dir(sweep, cohort_key, [r.run_id for r in part]))
+        try:
+            records += _train_part(part, workload, dataset, sweep, part_progress, checkpointer, t_data)
+        except Exception as exc:  # noqa: BLE001 - recorded, then re-raised
+            rest = [r for p in parts[i:] for r in p]
+            exc.error_records_written = write_error_records(rest, sweep, exc)  # type: ignore[attr-defined]
+            raise
+    return records
+
+
+def _train_part(runs: list[RunSpec], workload: Workload, dataset: Dataset, sweep: Path,
+                progress: Optional[Callable[[int, int], None]], checkpointer: Any, t_data: float) -> list[dict]:
+    sweep_name = sweep.name
+    plan = resolve_plan(workload, [r.cfg for r in runs], sweep)
+    trainer = CohortTrainer(workload, plan)
+    cb = (lambda done: progress(done, trainer.steps + 1)) if progress else None
+    restored = (checkpointer.restore(trainer.layout_fingerprint(), trainer.initial_state)
+                if checkpointer else None)
+    kwargs = dict(restored) if restored else {}
+    result: CohortResult = trainer.run(progress=cb, on_chunk=checkpointer.save if checkpointer else None,
+                                       **kwargs)
     prov = store.provenance()
     records = []
     for m, spec in enumerate(runs):

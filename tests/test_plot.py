@@ -473,3 +473,22 @@ def test_titles_name_the_data_set_a_generic_loader_read():
     assert plot._context_title(df, []) == "FCN, npz (cifar10_subset.npz)"
     assert plot._context_title(pd.DataFrame({"data": ["cifar10"], "data_file": [None]}), []) == "CIFAR-10"
     assert "data_file" not in plot.default_facets(df.assign(param=["sp", "mup"], data_file=["a.npz", "b.npz"]))
+
+
+def test_title_line_fits_a_one_panel_figure():
+    """A long scale line (sweep figures) on a one-panel heatmap was cut at both edges of the PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from sweep.plot import add_title_line
+
+    fig, ax = plt.subplots(figsize=(4.2, 3.6))
+    ax.plot([0, 1])
+    add_title_line(fig, "Kalra & Barkeshli Fig. 3_wrn · quick: WRN-16-1 (not 16-4), 5k CIFAR-10, MSE, 60 steps "
+                        "(not 1e5), lr 2^0..2^5/lambda0 (fixed), T_wrm 1,8,32, no mixup, lambda0 on 128 examples")
+    fig.canvas.draw()
+    box = fig._suptitle.get_window_extent(fig.canvas.get_renderer())
+    assert box.x0 >= 0 and box.x1 <= fig.bbox.width, (box, fig.bbox.width)
+    plt.close(fig)

@@ -47,6 +47,8 @@ def run_locally(runs: Sequence, sweep: Path, force: bool, claims=None) -> int:
                    desc=f"cohort {i + 1}/{len(todo)} ({len(members)} runs)")
 
         def progress(done: int, total: int, bar=bar) -> None:
+            if bar.total != total:  # a cohort too big for memory.train_mib trains in parts
+                bar.total = total
             bar.update(done - bar.n)
 
         try:

@@ -10,7 +10,6 @@ the interrupted one resumes from its checkpoint.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import signal
@@ -22,6 +21,7 @@ from typing import Any, Callable, Optional
 import submitit
 
 from sweep import store
+from sweep.checkpoint import cohort_checkpoint_dir
 from sweep.dispatch import manifest as mf
 from sweep.grid import Cohort, RunSpec
 
@@ -30,8 +30,7 @@ log = logging.getLogger(__name__)
 
 def checkpoint_dir(sweep: Path, cohort: Cohort) -> Path:
     """One directory per (cohort, exact member list)."""
-    ids = hashlib.sha256(",".join(r.run_id for r in cohort.runs).encode()).hexdigest()[:12]
-    return Path(sweep) / "checkpoints" / f"{cohort.key}-{ids}"
+    return cohort_checkpoint_dir(sweep, cohort.key, [r.run_id for r in cohort.runs])
 
 
 def runs_to_do(cohort: Cohort, sweep: Path, manifest: dict) -> list[RunSpec]:

@@ -1,0 +1,67 @@
+"""How many members of a cohort train at once.
+
+A cohort is one vmapped program: each member keeps its own activations for the backward pass, so
+K members of WRN-16-1 at batch 128 need about K x 0.8 GB (XLA's temp buffers: 819 MB for one
+member, 3283 MB for four). Sixteen of them (cohort.max_size) peaked at 15.6 GB resident in
+Figure 3's WRN panel. When the estimate for all members exceeds the training budget, the cohort
+trains in equal consecutive parts, one after another: same runs, same values (members never
+interact), more compiles. An execution setting: run ids and results do not depend on it.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence, TypeVar
+
+import jax
+
+from sweep.runtime import device_memory_bytes
+
+T = TypeVar("T")
+
+DEFAULT_TRAIN_FRACTION = 4  # default budget: 1/4 of the device's memory
+# XLA's temp buffers over the sum of the forward's intermediates (WRN-16-1, batch 128: 819 / 656 MB)
+ACTIVATION_OVERHEAD = 1.25
+
+
+def train_budget_bytes(cfg: Any) -> int:
+    """`memory.train_mib` in bytes; null: 1/4 of the device's memory; 0: no limit (0 returned)."""
+    memory = cfg.get("memory", None) if hasattr(cfg, "get") else None
+    mib = memory.get("train_mib", None) if memory is not None else None
+    if mib is not None:
+        return max(int(float(mib) * 2**20), 0)
+    return device_memory_bytes() // DEFAULT_TRAIN_FRACTION
+
+
+def _jaxpr_bytes(jaxpr: Any) -> int:
+    """Bytes of every value a jaxpr's equations produce, sub-jaxprs (pjit, remat, custom rules) included."""
+    total = 0
+    for eqn in jaxpr.eqns:
+        total += sum(v.aval.size * v.aval.dtype.itemsize for v in eqn.outvars if hasattr(v.aval, "size"))
+        for param in eqn.params.values():
+            inner = getattr(param, "jaxpr", param)
+            if hasattr(inner, "eqns"):
+                total += _jaxpr_bytes(inner)
+    return total
+
+
+def member_train_bytes(workload: Any, batch_size: int) -> int:
+    """Estimated bytes one member's training step keeps: the forward's intermediates at this batch
+    size (traced on shapes only, nothing computed) x ACTIVATION_OVERHEAD."""
+    d = workload.data
+    x = jax.ShapeDtypeStruct((batch_size, *d.x_train.shape[1:]), d.x_train.dtype)
+    y = jax.ShapeDtypeStruct((batch_size, *d.y_train.shape[1:]), d.y_train.dtype)
+    params = jax.eval_shape(lambda: workload.model.init(jax.random.PRNGKey(0), workload.prepare(d.x_train[:1]))["params"])
+    jaxpr = jax.make_jaxpr(lambda p, xb, yb: workload.loss_and_accuracy(p, xb, yb)[0])(params, x, y)
+    return int(_jaxpr_bytes(jaxpr.jaxpr) * ACTIVATION_OVERHEAD)
+
+
+def split_to_fit(members: Sequence[T], member_bytes: int, budget_bytes: int) -> list[list[T]]:
+    """Equal consecutive parts (order kept) whose estimated memory fits the budget; one member per
+    part at least. budget 0: one part."""
+    members = list(members)
+    if budget_bytes <= 0 or member_bytes <= 0 or not members:
+        return [members]
+    per_part = max(1, budget_bytes // member_bytes)
+    n_parts = math.ceil(len(members) / per_part)
+    size = math.ceil(len(members) / n_parts)
+    return [members[i:i + size] for i in range(0, len(members), size)]
