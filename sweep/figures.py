@@ -134,7 +134,8 @@ def merge_overrides(*groups: list[str] | tuple[str, ...]) -> list[str]:
 
 # ----------------------------------------------------------------------------- quick reductions
 # One reduction per experiment family. The estimated minutes come from timing short runs of each family
-# on a 2-core CPU (see docs/figures.md) and are recorded per figure below.
+# on a 2-core CPU (see docs/figures.md) and are recorded per figure below; for the WRN-16-1 and
+# Transformer figures, from their full quick runs on the 2-core CPU (2026-12-05).
 _CIFAR_QUICK = ("data.subset=5000",)  # the quick CIFAR-10 data; `data=npz data.path=F` replaces the source
 
 FCN_GD_QUICK = (  # full-batch GD on 5k CIFAR-10 (Figures 1, 9, 12)
@@ -264,11 +265,11 @@ _FIGURES = (
     Figure("fig3_wrn", "Figure 3's (SP, MSE) panel drawn from real WideResNet runs: warmup pushes the divergence "
            "boundary to larger eta_trgt",
            ("fig3_sp",), _heat("best_test_acc", "param,loss"),
-           _quick(WRN_PHASE_REAL_QUICK, WRN_PHASE_REAL_QUICK_TEXT, 13),
+           _quick(WRN_PHASE_REAL_QUICK, WRN_PHASE_REAL_QUICK_TEXT, 36),
            paper="as Figure 3's (SP, MSE) panel: WRN-16-4, CIFAR-10 (aug.), SGD B=128, 1e5 steps"),
     Figure("fig4", "LM Adam vs GI-Adam phase diagrams (final test loss): GI-Adam pushes the failure boundary",
            ("fig4",), _heat("final_test_loss", "optimizer"),
-           _quick(LM_PHASE_QUICK, LM_PHASE_QUICK_TEXT, 10, "lr=pow2(-13.287712379549449,-7.287712379549449,2)",
+           _quick(LM_PHASE_QUICK, LM_PHASE_QUICK_TEXT, 30, "lr=pow2(-13.287712379549449,-7.287712379549449,2)",
                   note="lr 1e-4*2^x, x=0,2,4,6"),
            paper="Pre-LN LM-4-128 ctx 64, WikiText-2, B=64, cosine decay, 1e4 steps, 1e-4*2^(x/2) until failure "
                  "x T_wrm 4^0..4^6"),
@@ -315,20 +316,20 @@ _FIGURES = (
            paper="FCN-4-512 muP & SP, CIFAR-10 (aug.), xent, full-batch Adam 0.001, 2000 steps"),
     Figure("fig15", "WRN-16-1 SGD (B=512) trajectories, MSE",
            ("fig15_mup", "fig15_sp"), _traj("param"),
-           _quick(WRN_TRAJ_QUICK, WRN_TRAJ_QUICK_TEXT, 15),
+           _quick(WRN_TRAJ_QUICK, WRN_TRAJ_QUICK_TEXT, 50),
            paper="WRN-16-1, CIFAR-10 (aug.), MSE, SGD B=512, muP 1/lambda0 & SP 32/lambda0, 2000 steps"),
     Figure("fig16", "WRN-16-1 SGD (B=512) trajectories, cross-entropy",
            ("fig16_mup", "fig16_sp"), _traj("param"),
-           _quick(WRN_TRAJ_QUICK, WRN_TRAJ_QUICK_TEXT, 15),
+           _quick(WRN_TRAJ_QUICK, WRN_TRAJ_QUICK_TEXT, 50),
            paper="WRN-16-1, CIFAR-10 (aug.), xent, SGD B=512, muP 1/lambda0 & SP 32/lambda0, 2000 steps"),
     Figure("fig17", "LM SGD trajectories: Pre-LN sharpens from a flat start; without the last LayerNorm it starts "
            "~100x sharper and reduces sharpness",
            ("fig17_pre_ln", "fig17_no_final_ln"), _traj("model.norm"),
-           _quick(LM_TRAJ_QUICK, LM_TRAJ_QUICK_TEXT, 8),
+           _quick(LM_TRAJ_QUICK, LM_TRAJ_QUICK_TEXT, 60),
            paper="LM-4-128 ctx 64, WikiText-2, SGD B=512, Pre-LN 5.65/lambda0, no final LN 8/lambda0, 2000 steps"),
     Figure("fig18", "LM Adam trajectories: preconditioned sharpness falls early despite a flat start",
            ("fig18",), _traj(""),
-           _quick(LM_TRAJ_QUICK, LM_TRAJ_QUICK_TEXT, 5),
+           _quick(LM_TRAJ_QUICK, LM_TRAJ_QUICK_TEXT, 60),
            paper="Pre-LN LM-4-128 ctx 64, WikiText-2, Adam 0.003 B=512, 2000 steps"),
     # ------------------------------------------------------------------ Appendix F: more phase diagrams
     Figure("fig19", "WRN SGD phase diagrams on CIFAR-100 and Tiny-ImageNet",
@@ -337,7 +338,7 @@ _FIGURES = (
            paper="WRN-16-4 SP, xent, SGD B=128, 1e5 steps, 2^x/lambda0 until divergence x T_wrm 4^0..4^6"),
     Figure("fig20", "LM SGD phase diagrams (final test loss): Pre-LN vs no last LayerNorm (needs warmup)",
            ("fig20",), _heat("final_test_loss", "model.norm"),
-           _quick(LM_PHASE_QUICK, LM_PHASE_QUICK_TEXT, 7, "lr=pow2(0,4,2)", note="lr 2^0,2^2,2^4/lambda0"),
+           _quick(LM_PHASE_QUICK, LM_PHASE_QUICK_TEXT, 23, "lr=pow2(0,4,2)", note="lr 2^0,2^2,2^4/lambda0"),
            paper="LM-4-128 ctx 64, WikiText-2, SGD B=64, 1e4 steps, 2^x/lambda0 until divergence x T_wrm 4^0..4^6"),
     Figure("fig21", "WRN SGD phase diagrams with momentum and/or cosine decay",
            ("fig21",), _heat("best_test_acc", "momentum,decay"),
@@ -357,7 +358,7 @@ _FIGURES = (
            paper="WRN-16-4 SP, Tiny-ImageNet, xent, B=128, 1e5 steps, 2^x*1e-5 until failure x T_wrm 4^0..4^6"),
     Figure("fig25", "LM Adam vs GI-Adam phase diagrams (= Figure 4, B=64; shares its runs)",
            ("fig4",), _heat("final_test_loss", "optimizer"),
-           _quick(LM_PHASE_QUICK, LM_PHASE_QUICK_TEXT, 10, "lr=pow2(-13.287712379549449,-7.287712379549449,2)",
+           _quick(LM_PHASE_QUICK, LM_PHASE_QUICK_TEXT, 30, "lr=pow2(-13.287712379549449,-7.287712379549449,2)",
                   note="lr 1e-4*2^x, x=0,2,4,6"),
            sweep="fig4", paper="as Figure 4"),
     # ------------------------------------------------------------------ Appendices G-I
