@@ -18,18 +18,25 @@ from sweep.runtime import device_memory_bytes
 
 T = TypeVar("T")
 
-DEFAULT_TRAIN_FRACTION = 4  # default budget: 1/4 of the device's memory
-# XLA's temp buffers over the sum of the forward's intermediates (WRN-16-1, batch 128: 819 / 656 MB)
-ACTIVATION_OVERHEAD = 1.25
+# Default budget, a fraction of the device's memory: on a CPU that is the host's RAM, shared with the
+# OS and everything else (1/4); on an accelerator the allocator's own limit, which holds little else
+# than the cohort, its probe micro-batches and the data (3/4).
+DEFAULT_TRAIN_FRACTION = {"cpu": 0.25}
+DEFAULT_TRAIN_FRACTION_ACCELERATOR = 0.75
+# The forward's intermediates (sub-jaxprs included) are 1.04-1.10x XLA's temp buffers for the train
+# step (WRN-16-1 / WRN-16-4, batch 128, 1 and 4 members: benchmarks/cohort_memory.py): no margin needed
+ACTIVATION_OVERHEAD = 1.0
 
 
 def train_budget_bytes(cfg: Any) -> int:
-    """`memory.train_mib` in bytes; null: 1/4 of the device's memory; 0: no limit (0 returned)."""
+    """`memory.train_mib` in bytes; null: 1/4 of the host's memory on a CPU, 3/4 of an accelerator's;
+    0: no limit (0 returned)."""
     memory = cfg.get("memory", None) if hasattr(cfg, "get") else None
     mib = memory.get("train_mib", None) if memory is not None else None
     if mib is not None:
         return max(int(float(mib) * 2**20), 0)
-    return device_memory_bytes() // DEFAULT_TRAIN_FRACTION
+    fraction = DEFAULT_TRAIN_FRACTION.get(jax.default_backend(), DEFAULT_TRAIN_FRACTION_ACCELERATOR)
+    return int(device_memory_bytes() * fraction)
 
 
 def _jaxpr_bytes(jaxpr: Any) -> int:
