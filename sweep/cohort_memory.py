@@ -14,6 +14,7 @@ from typing import Any, Sequence, TypeVar
 
 import jax
 
+from sweep.curvature import activation_bytes
 from sweep.runtime import device_memory_bytes
 
 T = TypeVar("T")
@@ -39,18 +40,6 @@ def train_budget_bytes(cfg: Any) -> int:
     return int(device_memory_bytes() * fraction)
 
 
-def _jaxpr_bytes(jaxpr: Any) -> int:
-    """Bytes of every value a jaxpr's equations produce, sub-jaxprs (pjit, remat, custom rules) included."""
-    total = 0
-    for eqn in jaxpr.eqns:
-        total += sum(v.aval.size * v.aval.dtype.itemsize for v in eqn.outvars if hasattr(v.aval, "size"))
-        for param in eqn.params.values():
-            inner = getattr(param, "jaxpr", param)
-            if hasattr(inner, "eqns"):
-                total += _jaxpr_bytes(inner)
-    return total
-
-
 def member_train_bytes(workload: Any, batch_size: int) -> int:
     """Estimated bytes one member's training step keeps: the forward's intermediates at this batch
     size (traced on shapes only, nothing computed) x ACTIVATION_OVERHEAD."""
@@ -58,8 +47,8 @@ def member_train_bytes(workload: Any, batch_size: int) -> int:
     x = jax.ShapeDtypeStruct((batch_size, *d.x_train.shape[1:]), d.x_train.dtype)
     y = jax.ShapeDtypeStruct((batch_size, *d.y_train.shape[1:]), d.y_train.dtype)
     params = jax.eval_shape(lambda: workload.model.init(jax.random.PRNGKey(0), workload.prepare(d.x_train[:1]))["params"])
-    jaxpr = jax.make_jaxpr(lambda p, xb, yb: workload.loss_and_accuracy(p, xb, yb)[0])(params, x, y)
-    return int(_jaxpr_bytes(jaxpr.jaxpr) * ACTIVATION_OVERHEAD)
+    loss = lambda p, xb, yb: workload.loss_and_accuracy(p, xb, yb)[0]  # noqa: E731
+    return int(activation_bytes(loss, params, x, y) * ACTIVATION_OVERHEAD)
 
 
 def split_to_fit(members: Sequence[T], member_bytes: int, budget_bytes: int) -> list[list[T]]:
