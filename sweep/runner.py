@@ -204,8 +204,9 @@ def _train_and_record(runs: list[RunSpec], sweep: Path, progress: Optional[Calla
         configure_jax()
         ensure_float64(cfgs)
         workload = build_workload(cfgs[0], dataset)
-        parts = split_to_fit(runs, member_train_bytes(workload, int(cfgs[0].batch_size)),
-                             train_budget_bytes(cfgs[0]))
+        n_train = int(workload.data.x_train.shape[0])
+        batch = min(int(cfgs[0].batch_size) or n_train, n_train)  # batch_size=0: full batch
+        parts = split_to_fit(runs, member_train_bytes(workload, batch), train_budget_bytes(cfgs[0]))
     except Exception as exc:  # noqa: BLE001 - recorded, then re-raised
         exc.error_records_written = write_error_records(runs, sweep, exc)  # type: ignore[attr-defined]
         raise
