@@ -269,8 +269,8 @@ _FIGURES = (
            paper="as Figure 3's (SP, MSE) panel: WRN-16-4, CIFAR-10 (aug.), SGD B=128, 1e5 steps"),
     Figure("fig4", "LM Adam vs GI-Adam phase diagrams (final test loss): GI-Adam pushes the failure boundary",
            ("fig4",), _heat("final_test_loss", "optimizer"),
-           _quick(LM_PHASE_QUICK, LM_PHASE_QUICK_TEXT, 30, "lr=pow2(-13.287712379549449,-7.287712379549449,2)",
-                  note="lr 1e-4*2^x, x=0,2,4,6"),
+           _quick(LM_PHASE_QUICK, LM_PHASE_QUICK_TEXT, 34, "lr=pow2(-13.287712379549449,-3.287712379549449,2)",
+                  note="lr 1e-4*2^x, x=0,2,..,10"),
            paper="Pre-LN LM-4-128 ctx 64, WikiText-2, B=64, cosine decay, 1e4 steps, 1e-4*2^(x/2) until failure "
                  "x T_wrm 4^0..4^6"),
     Figure("fig5", "T_reach and T_save when warmup starts at eta_init = eta_c (WRN SP, SGD)",
@@ -320,7 +320,7 @@ _FIGURES = (
            paper="WRN-16-1, CIFAR-10 (aug.), MSE, SGD B=512, muP 1/lambda0 & SP 32/lambda0, 2000 steps"),
     Figure("fig16", "WRN-16-1 SGD (B=512) trajectories, cross-entropy",
            ("fig16_mup", "fig16_sp"), _traj("param"),
-           _quick(WRN_TRAJ_QUICK, WRN_TRAJ_QUICK_TEXT, 50),
+           _quick(WRN_TRAJ_QUICK, WRN_TRAJ_QUICK_TEXT, 54),
            paper="WRN-16-1, CIFAR-10 (aug.), xent, SGD B=512, muP 1/lambda0 & SP 32/lambda0, 2000 steps"),
     Figure("fig17", "LM SGD trajectories: Pre-LN sharpens from a flat start; without the last LayerNorm it starts "
            "~100x sharper and reduces sharpness",
@@ -329,7 +329,7 @@ _FIGURES = (
            paper="LM-4-128 ctx 64, WikiText-2, SGD B=512, Pre-LN 5.65/lambda0, no final LN 8/lambda0, 2000 steps"),
     Figure("fig18", "LM Adam trajectories: preconditioned sharpness falls early despite a flat start",
            ("fig18",), _traj(""),
-           _quick(LM_TRAJ_QUICK, LM_TRAJ_QUICK_TEXT, 60),
+           _quick(LM_TRAJ_QUICK, LM_TRAJ_QUICK_TEXT, 90),
            paper="Pre-LN LM-4-128 ctx 64, WikiText-2, Adam 0.003 B=512, 2000 steps"),
     # ------------------------------------------------------------------ Appendix F: more phase diagrams
     Figure("fig19", "WRN SGD phase diagrams on CIFAR-100 and Tiny-ImageNet",
@@ -358,8 +358,8 @@ _FIGURES = (
            paper="WRN-16-4 SP, Tiny-ImageNet, xent, B=128, 1e5 steps, 2^x*1e-5 until failure x T_wrm 4^0..4^6"),
     Figure("fig25", "LM Adam vs GI-Adam phase diagrams (= Figure 4, B=64; shares its runs)",
            ("fig4",), _heat("final_test_loss", "optimizer"),
-           _quick(LM_PHASE_QUICK, LM_PHASE_QUICK_TEXT, 30, "lr=pow2(-13.287712379549449,-7.287712379549449,2)",
-                  note="lr 1e-4*2^x, x=0,2,4,6"),
+           _quick(LM_PHASE_QUICK, LM_PHASE_QUICK_TEXT, 34, "lr=pow2(-13.287712379549449,-3.287712379549449,2)",
+                  note="lr 1e-4*2^x, x=0,2,..,10"),
            sweep="fig4", paper="as Figure 4"),
     # ------------------------------------------------------------------ Appendices G-I
     Figure("fig26", "Adam does not diverge: loss spikes and recovers to a failure far beyond the failure boundary",
