@@ -1,7 +1,7 @@
 """How well `sweep.cohort_memory`'s estimate of a member's training memory matches XLA's, and how
 many members train at once by default: for WRN-16-1 / WRN-16-4 at batch 128 (32x32x3, 10 classes),
 XLA's temp buffers for a vmapped train step of K members (compile only, nothing runs) against the
-estimate (the forward's intermediates, traced on shapes, x ACTIVATION_OVERHEAD).
+estimate (the forward's intermediates, traced on shapes).
 
     python benchmarks/cohort_memory.py [--widen 1 4] [--members 1 4]
 """

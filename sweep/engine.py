@@ -165,7 +165,8 @@ class CohortResult:
 class CohortTrainer:
     """Builds the jitted programs of one cohort and runs them."""
 
-    def __init__(self, workload: Workload, plan: CohortPlan, chunk: Optional[int] = None):
+    def __init__(self, workload: Workload, plan: CohortPlan, chunk: Optional[int] = None,
+                 train_microbatches: int = 1):
         configure_jax()
         self.w, self.plan, self.cfg = workload, plan, plan.cfg
         self.k = plan.size
@@ -176,9 +177,8 @@ class CohortTrainer:
         self.cosine = str(getattr(self.cfg.decay, "value", self.cfg.decay)) == "cosine"
         self.catapult = str(self.cfg.get("warmup_mode", "linear")) == "catapult"
         n = int(workload.data.x_train.shape[0])
-        bs = int(self.cfg.batch_size)
-        self.full_batch = bs <= 0 or bs >= n
-        self.batch = n if self.full_batch else bs
+        self.batch = minibatch_size(self.cfg, n)
+        self.full_batch = self.batch == n
         self.steps_per_epoch = max(n // self.batch, 1)
         self.probe_dtype = jnp.float64 if self.cfg.probe.dtype == "float64" else jnp.float32
         self.do_sharpness = bool(self.cfg.probe.sharpness)
@@ -200,6 +200,11 @@ class CohortTrainer:
         budget = memory_budget_bytes(self.cfg)
         self.microbatch_bytes = budget if self.probe_sequential else budget // self.k
         self.probe_microbatch, self.eval_bytes_per_example = self._microbatch_sizes()
+        # a member whose backward pass does not fit memory.train_mib takes each step's gradient over
+        # equal micro-batches of its minibatch (sweep/cohort_memory.py; execution setting)
+        if self.batch % train_microbatches:
+            raise ValueError(f"{train_microbatches} training micro-batches do not divide the batch of {self.batch}")
+        self.train_microbatch = self.batch // train_microbatches
 
     # ---------------------------------------------------------------- compiled programs
     def _program(self, name: str, fn: Callable, args: tuple, shared: bool = True, donate: tuple = ()):
@@ -208,7 +213,7 @@ class CohortTrainer:
         that program_key leaves out; else the full cohort key), else traced, lowered and compiled
         here (ahead of time, so compile_s is the compile alone; the persistent cache may serve it)."""
         key = (name, self.program_key if shared else self.init_key, bool(jax.config.jax_enable_x64),
-               self.microbatch_bytes, self.chunk if name == "chunk" else None, _signature(args))
+               self.microbatch_bytes, self.train_microbatch, self.chunk if name == "chunk" else None, _signature(args))
         prog = _PROGRAMS.get(key)
         if prog is None:
             t0 = time.perf_counter()
@@ -422,19 +427,24 @@ class CohortTrainer:
         return b
 
     def _probe_loss_grad(self, params: Any, x: jax.Array, y: jax.Array):
-        """((loss, accuracy), gradient) on the probe batch, whole or micro-batched (equal micro-
-        batches: the mean of their means is the batch mean)."""
+        """((loss, accuracy), gradient) on the probe batch, within the memory budget."""
+        return self._mean_loss_grad(params, x, y, self.probe_microbatch)
+
+    def _mean_loss_grad(self, params: Any, x: jax.Array, y: jax.Array, size: int, train: bool = False):
+        """((loss, accuracy), gradient) on (x, y), whole or over equal micro-batches of `size`
+        examples (the mean of their means is the batch mean; a scan keeps one micro-batch's
+        intermediates at a time)."""
         fn = jax.value_and_grad(self.w.loss_and_accuracy, has_aux=True)
-        size = self.probe_microbatch
         if size >= x.shape[0]:
-            return fn(params, x, y)
+            return fn(params, x, y, train)
         k = x.shape[0] // size
         xb, yb = x.reshape((k, size) + x.shape[1:]), y.reshape((k, size) + y.shape[1:])
 
         def body(acc, b):
-            return jax.tree.map(jnp.add, acc, fn(params, b[0], b[1])), None
+            return jax.tree.map(jnp.add, acc, fn(params, b[0], b[1], train)), None
 
-        zero = jax.tree.map(lambda t: jnp.zeros(t.shape, t.dtype), jax.eval_shape(fn, params, xb[0], yb[0]))
+        zero = jax.tree.map(lambda t: jnp.zeros(t.shape, t.dtype),
+                            jax.eval_shape(lambda p, a, b: fn(p, a, b, train), params, xb[0], yb[0]))
         total, _ = jax.lax.scan(body, zero, (xb, yb))
         return jax.tree.map(lambda a: a / k, total)
 
@@ -535,8 +545,7 @@ class CohortTrainer:
 
     def _train_member(self, m: Member, h: optim.Hyper, x: jax.Array, y: jax.Array, step: jax.Array):
         """One update of one member on the shared minibatch; frozen members keep their state."""
-        (loss, acc), grads = jax.value_and_grad(self.w.loss_and_accuracy, has_aux=True)(
-            m.params, x, y, True)
+        (loss, acc), grads = self._mean_loss_grad(m.params, x, y, self.train_microbatch, True)
         loss0 = jnp.where(jnp.isnan(m.loss0), loss, m.loss0)
         over, bad = divergence_check(loss, loss0, m.over, self.cfg.outcome)
         tx = self._direction(h)
@@ -841,6 +850,13 @@ class CohortTrainer:
         df = pd.DataFrame.from_records(records, columns=self.trace_columns)
         ints = {c: "int64" for c in self.trace_columns if columns.get(c) is not None and columns.get(c).integer}
         return df.astype(ints)
+
+
+def minibatch_size(cfg: Any, n_train: int) -> int:
+    """Examples per update: batch_size, or the whole training set (full-batch GD) when it is 0 or
+    at least the set's size."""
+    bs = int(cfg.batch_size)
+    return n_train if bs <= 0 or bs >= n_train else bs
 
 
 def divergence_check(loss: jax.Array, loss0: jax.Array, over: jax.Array, outcome: Any):

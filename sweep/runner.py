@@ -20,7 +20,7 @@ import pandas as pd
 from sweep import columns, store
 from sweep.claims import Claims
 from sweep.data.base import Dataset, load_dataset
-from sweep.engine import CohortResult, CohortTrainer
+from sweep.engine import CohortResult, CohortTrainer, minibatch_size
 from sweep.resolve import initial_sharpness, resolve_plan  # noqa: F401 - initial_sharpness re-exported
 from sweep.grid import Cohort, RunSpec
 from sweep.identity import lambda0_key, to_dict
@@ -193,7 +193,7 @@ def _train_and_record(runs: list[RunSpec], sweep: Path, progress: Optional[Calla
     """Train the runs (in equal parts, one after another, when all of them at once would not fit
     the training memory budget: sweep/cohort_memory.py) and write their records."""
     from sweep.checkpoint import cohort_checkpoint_dir
-    from sweep.cohort_memory import member_train_bytes, split_to_fit, train_budget_bytes
+    from sweep.cohort_memory import member_train_bytes, split_to_fit, train_budget_bytes, train_microbatches
 
     cfgs = [r.cfg for r in runs]
     t0 = time.perf_counter()
@@ -204,9 +204,10 @@ def _train_and_record(runs: list[RunSpec], sweep: Path, progress: Optional[Calla
         configure_jax()
         ensure_float64(cfgs)
         workload = build_workload(cfgs[0], dataset)
-        n_train = int(workload.data.x_train.shape[0])
-        batch = min(int(cfgs[0].batch_size) or n_train, n_train)  # batch_size=0: full batch
-        parts = split_to_fit(runs, member_train_bytes(workload, batch), train_budget_bytes(cfgs[0]))
+        batch = minibatch_size(cfgs[0], int(workload.data.x_train.shape[0]))
+        member_bytes, budget = member_train_bytes(workload, batch), train_budget_bytes(cfgs[0])
+        parts = split_to_fit(runs, member_bytes, budget)
+        microbatches = train_microbatches(member_bytes, budget, batch)
     except Exception as exc:  # noqa: BLE001 - recorded, then re-raised
         exc.error_records_written = write_error_records(runs, sweep, exc)  # type: ignore[attr-defined]
         raise
@@ -220,7 +221,8 @@ def _train_and_record(runs: list[RunSpec], sweep: Path, progress: Optional[Calla
         if checkpointer and len(parts) > 1:  # one directory per part: a requeue resumes the part it was in
             checkpointer.retarget(cohort_checkpoint_dir(sweep, cohort_key, [r.run_id for r in part]))
         try:
-            records += _train_part(part, workload, dataset, sweep, part_progress, checkpointer, t_data)
+            records += _train_part(part, workload, dataset, sweep, part_progress, checkpointer, t_data,
+                                   microbatches)
         except Exception as exc:  # noqa: BLE001 - recorded, then re-raised
             rest = [r for p in parts[i:] for r in p]
             exc.error_records_written = write_error_records(rest, sweep, exc)  # type: ignore[attr-defined]
@@ -229,10 +231,11 @@ def _train_and_record(runs: list[RunSpec], sweep: Path, progress: Optional[Calla
 
 
 def _train_part(runs: list[RunSpec], workload: Workload, dataset: Dataset, sweep: Path,
-                progress: Optional[Callable[[int, int], None]], checkpointer: Any, t_data: float) -> list[dict]:
+                progress: Optional[Callable[[int, int], None]], checkpointer: Any, t_data: float,
+                train_microbatches: int = 1) -> list[dict]:
     sweep_name = sweep.name
     plan = resolve_plan(workload, [r.cfg for r in runs], sweep)
-    trainer = CohortTrainer(workload, plan)
+    trainer = CohortTrainer(workload, plan, train_microbatches=train_microbatches)
     cb = (lambda done: progress(done, trainer.steps + 1)) if progress else None
     restored = (checkpointer.restore(trainer.layout_fingerprint(), trainer.initial_state)
                 if checkpointer else None)
@@ -252,7 +255,8 @@ def _train_part(runs: list[RunSpec], workload: Workload, dataset: Dataset, sweep
             summary.update(result.catapult[m])
         rec = _base_record(spec, sweep_name)
         rec.update(status="done", outcome=outcome, summary=summary, error=None,
-                   timings={**result.timings, "data_s": t_data, "cohort_size": len(runs)}, **prov)
+                   timings={**result.timings, "data_s": t_data, "cohort_size": len(runs),
+                            "train_microbatches": trainer.batch // trainer.train_microbatch}, **prov)
         store.write_run(sweep, spec.run_id, rec, result.traces[m])
         records.append(rec)
     if checkpointer:

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import pytest
 from omegaconf import OmegaConf
 
-from sweep.cohort_memory import member_train_bytes, split_to_fit, train_budget_bytes
+from sweep.cohort_memory import member_train_bytes, split_to_fit, train_budget_bytes, train_microbatches
 from sweep.config import ConfigError
 
 
@@ -39,6 +39,15 @@ def test_member_bytes_grow_with_the_batch(compose_cfg):
     assert 0 < small < big
     # a width-32 FCN at batch 64 keeps a few (64, 32) activations: far below a MiB, above one of them
     assert 64 * 32 * 4 < big < 2**20
+
+
+def test_training_microbatches_divide_the_batch_and_fit_the_budget():
+    assert train_microbatches(100, 0, 128) == 1  # no limit
+    assert train_microbatches(100, 100, 128) == 1  # fits whole
+    assert train_microbatches(290, 100, 128) == 4  # 3 does not divide 128
+    assert train_microbatches(290, 100, 96) == 3
+    assert train_microbatches(10**9, 1, 128) == 128  # nothing fits: one example at a time
+    assert train_microbatches(10**9, 1, 1) == 1
 
 
 def test_budget_key():
@@ -80,6 +89,10 @@ def test_cohort_in_parts_gives_the_records_of_one_cohort(compose_cfg, tmp_path):
     rec_parts = run_cohort(parts, tmp_path / "parts", progress=lambda done, total: seen.append((done, total)))
     assert [r["timings"]["cohort_size"] for r in rec_whole] == [4] * 4
     assert [r["timings"]["cohort_size"] for r in rec_parts] == [1] * 4
+    # one member alone does not fit 1e-6 MiB either: each step's gradient is the mean over 32
+    # one-example micro-batches, and the traces still equal the whole-batch ones below
+    assert [r["timings"]["train_microbatches"] for r in rec_parts] == [32] * 4
+    assert [r["timings"]["train_microbatches"] for r in rec_whole] == [1] * 4
     assert {t for _, t in seen} == {4 * 13} and [d for d, _ in seen] == sorted(d for d, _ in seen)
     assert seen[-1][0] == 4 * 13
     assert {r["outcome"] for r in rec_parts} == {"converged", "diverged", "failed"}
