@@ -76,5 +76,5 @@ def train_microbatches(member_bytes: int, budget_bytes: int, batch_size: int) ->
     whose micro-batch fits (the batch size itself when none does)."""
     if budget_bytes <= 0 or member_bytes <= budget_bytes or batch_size <= 1:
         return 1
-    need = math.ceil(member_bytes / budget_bytes)
+    need = -(-member_bytes // budget_bytes)  # integer ceiling: no float rounding at exact multiples
     return next(m for m in range(min(need, batch_size), batch_size + 1) if batch_size % m == 0)

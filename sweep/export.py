@@ -1,4 +1,4 @@
-"""Export a finished sweep to experiment trackers, offline. TensorBoard (`pip install 'sweep[tensorboard]'`):
+"""Export a finished sweep to experiment trackers, offline. TensorBoard (`pip install 'tensorboard>=2.14'`):
 
     <out>/<run_id>/events.out.tfevents.*   one TensorBoard run per sweep run:
         trace/<column>     a scalar per probe step for every numeric trace column (train_loss, train_acc,
@@ -26,7 +26,7 @@ from typing import Any
 
 from sweep.config import ConfigError
 
-INSTALL_HINT = "pip install 'sweep[tensorboard]'"
+INSTALL_HINT = "pip install 'tensorboard>=2.14'"
 TRACE_TAG, SUMMARY_TAG = "trace/", "summary/"
 EVENTS_GLOB = "events.out.tfevents.*"
 

@@ -124,5 +124,5 @@ def test_without_the_extra_one_line_with_the_install_command(toy_sweep: Path) ->
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2, out.stderr
     assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
-    assert "pip install 'sweep[tensorboard]'" in out.stderr
+    assert "pip install 'tensorboard>=2.14'" in out.stderr
     assert not (toy_sweep / "tensorboard").exists()

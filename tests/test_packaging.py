@@ -22,7 +22,7 @@ def test_wheel_ships_every_config(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", str(src), "-w", str(tmp_path / "dist")],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    (wheel,) = (tmp_path / "dist").glob("sweep-*.whl")
+    (wheel,) = (tmp_path / "dist").glob("warmup_sweep-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
 
     configs = {p.relative_to(REPO).as_posix() for p in (REPO / "sweep" / "conf").rglob("*.yaml")}

@@ -1,5 +1,5 @@
 """`sweep export tensorboard <sweep_dir> [--out DIR]`: a finished sweep's traces and summaries as TensorBoard
-event files, offline (`tensorboard --logdir DIR` to look). Needs the extra: pip install 'sweep[tensorboard]'."""
+event files, offline (`tensorboard --logdir DIR` to look). Needs the extra: pip install 'tensorboard>=2.14'."""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +9,7 @@ FORMATS = ("tensorboard",)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("format", choices=FORMATS, help="the tracker: tensorboard (pip install 'sweep[tensorboard]')")
+    parser.add_argument("format", choices=FORMATS, help="the tracker: tensorboard (pip install 'tensorboard>=2.14')")
     parser.add_argument("sweep_dir", help="the sweep folder, results/<sweep_name> (holds runs/)")
     parser.add_argument("--out", default=None, help="where to write (default: <sweep_dir>/tensorboard)")
 
