@@ -240,8 +240,9 @@ _sweep_complete() {
     COMPREPLY=()
     local c
     for c in "${cands[@]}"; do COMPREPLY+=("${c#"$prefix"}"); done
+    (( ${#cands[@]} )) || return 0    # nothing to offer (and no cands[-1] to read)
     local last="${cands[${#cands[@]}-1]}"
-    if [[ ${#cands[@]} -gt 0 && ( "$last" == *= || "$last" == *. ) ]]; then
+    if [[ "$last" == *= || "$last" == *. ]]; then
         compopt -o nospace 2>/dev/null   # `model=` / `probe.`: keep typing the value or the key
     fi
     return 0

@@ -123,12 +123,13 @@ def test_hidden_command_prints_one_candidate_per_line(capsys) -> None:
 
 
 def _bash_complete(line: str) -> list[str]:
-    """COMPREPLY of the bash script for a command line typed up to the cursor."""
+    """COMPREPLY of the bash script for a command line typed up to the cursor (and nothing on stderr:
+    bash prints its errors, e.g. a bad array subscript, right into the user's prompt)."""
     program = ('source <(sweep completion bash); COMP_LINE="$1"; COMP_POINT=${#1}; _sweep_complete; '
                'printf "%s\\n" "${COMPREPLY[@]}"')
     env = {"PATH": f"{BIN}:/usr/bin:/bin", "HOME": "/tmp"}
     out = subprocess.run(["bash", "-c", program, "bash", line], capture_output=True, text=True, timeout=120, env=env)
-    assert out.returncode == 0, out.stderr
+    assert out.returncode == 0 and not out.stderr, out.stderr
     return [w for w in out.stdout.split("\n") if w]
 
 
@@ -143,3 +144,4 @@ def test_bash_script() -> None:
     assert _bash_complete("sweep run experiment=dem") == ["demo"]
     assert _bash_complete("sweep plot results/x --kind tr") == ["trajectories", "treach"]
     assert _bash_complete("sweep ") == list(SUBCOMMANDS)
+    assert _bash_complete("sweep run nosuchkey") == []  # no candidates: no reply, no bash error
