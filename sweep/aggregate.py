@@ -3,14 +3,19 @@
 Incremental because sweeps are aggregated while they are still running and records keep arriving:
 an index of (run directory -> record/trace mtimes) lets a re-run read only new or changed runs.
 A corrupt record is reported on one line and skipped, so one bad file never hides a whole sweep.
-All three outputs are written atomically (temp file + os.replace); the index is written last, so
-an interrupted aggregation only causes re-reading, never stale tables.
+The three outputs are one generation: written under a lock on the sweep (.aggregate.lock: two
+`sweep aggregate` at once take turns, so neither loses the other's runs), each atomically (temp file +
+os.replace), each stamped with the same generation id (parquet metadata `sweep.generation`, and the
+index). A reader that finds a mix (a writer without the lock, a copy half made) or a damaged table
+rebuilds from the records: the records are the truth, the tables a cache of them.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,14 +24,16 @@ import pandas as pd
 
 from sweep import columns, probes, store
 from sweep.errors import ConfigError, SweepDirError  # noqa: F401
-from sweep.identity import in_lambda0_units
+from sweep.identity import in_lambda0_units, setting_key
 
 log = logging.getLogger(__name__)
 
 SUMMARY_FILE = "summary.parquet"
 TRACES_FILE = "traces.parquet"
 INDEX_FILE = ".aggregate_index.json"
-INDEX_VERSION = 4  # 2: columns derived from sweep/columns.py (more summary columns); 3: augment; 4: data_file
+LOCK_FILE = ".aggregate.lock"
+GENERATION_KEY = b"sweep.generation"  # parquet schema metadata: which index a table was written with
+INDEX_VERSION = 6  # 2: columns from sweep/columns.py; 3: augment; 4: data_file; 5: generation ids; 6: setting
 
 REQUIRED_RECORD_KEYS = store.REQUIRED_RECORD_KEYS
 # Measured columns come from the registry (sweep/columns.py): every registered summary metric is a
@@ -118,6 +125,7 @@ def summary_row(record: dict[str, Any]) -> dict[str, Any]:
                            "status": record.get("status"), "outcome": record["outcome"]}
     row.update(record["grid"])
     row.update(standard_columns(record["config"]))
+    row["setting"] = setting_key(record["config"])  # runs that may share a phase diagram share it
     row["lr"], row["lr_over_lambda0"] = summary.get("lr"), summary.get("lr_units_of_lambda0")
     if row["lr"] is None and row["lr_over_lambda0"] is None:  # error records carry no summary
         configured = record["config"].get("lr")
@@ -142,6 +150,8 @@ def read_run(run_dir: Path) -> RunData:
         record = store.load_record(record_path)
     except OSError as exc:
         raise CorruptRecord(f"{record_path}: unreadable ({exc.__class__.__name__}: {exc})") from exc
+    if record["run_id"] != run_dir.name:  # a record copied into another run's folder would count twice
+        raise CorruptRecord(f"{record_path}: holds run {record['run_id']}, not {run_dir.name} (its folder)")
     row = summary_row(record)
 
     trace_path = run_dir / store.TRACE
@@ -186,10 +196,6 @@ def _mtime_ns(path: Path) -> int | None:
         return None
 
 
-def _atomic_write(path: Path, write) -> None:
-    store.atomic_write(path, write)
-
-
 def _parquet_safe(df: pd.DataFrame) -> pd.DataFrame:
     """Columns mixing strings and numbers (a grid key swept over both) are stored as strings."""
     out = df.copy()
@@ -201,20 +207,69 @@ def _parquet_safe(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _write_parquet(df: pd.DataFrame, path: Path) -> None:
-    _atomic_write(path, lambda tmp: _parquet_safe(df).to_parquet(tmp, index=False))
+def _write_table(df: pd.DataFrame, path: Path, generation: str) -> None:
+    """Atomically, stamped with the generation id it belongs to."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(_parquet_safe(df), preserve_index=False)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), GENERATION_KEY: generation.encode()})
+    store.atomic_write(path, lambda tmp: pq.write_table(table, tmp))
 
 
-def _load_index(sweep_dir: Path) -> dict[str, dict[str, Any]]:
-    """The previous aggregation's index, or {} when it is absent, stale or its tables are gone."""
+def _read_table(path: Path, generation: str) -> pd.DataFrame:
+    """The table if it belongs to `generation`; ValueError for another generation, OSError or
+    pyarrow's errors for a damaged file."""
+    import pyarrow.parquet as pq
+
+    found = (pq.read_schema(path).metadata or {}).get(GENERATION_KEY, b"").decode()
+    if found != generation:
+        raise ValueError(f"generation {found or 'none'}, its index says {generation}")
+    return pd.read_parquet(path)
+
+
+def _load_previous(sweep_dir: Path) -> tuple[dict[str, dict[str, Any]], pd.DataFrame, pd.DataFrame]:
+    """The previous aggregation (index, summary, traces), or nothing when it is absent, of an older
+    format, damaged or a mix of two generations: then every record is read again."""
+    nothing = {}, pd.DataFrame(), pd.DataFrame()
     path = sweep_dir / INDEX_FILE
-    if not (path.exists() and (sweep_dir / SUMMARY_FILE).exists() and (sweep_dir / TRACES_FILE).exists()):
-        return {}
+    if not path.exists():
+        return nothing
     try:
         data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return data.get("runs", {}) if data.get("version") == INDEX_VERSION else {}
+        if not isinstance(data, dict):
+            raise ValueError(f"holds a {type(data).__name__}, not an index")
+        if data.get("version") != INDEX_VERSION:
+            return nothing  # an older format: rebuilt without a word
+        runs, generation = data.get("runs"), data.get("generation")
+        if not (isinstance(runs, dict) and all(isinstance(v, dict) for v in runs.values())
+                and isinstance(generation, str)):
+            raise ValueError("not an index of runs")
+        return (runs, _read_table(sweep_dir / SUMMARY_FILE, generation),
+                _read_table(sweep_dir / TRACES_FILE, generation))
+    except Exception as exc:  # noqa: BLE001 - json, OS and pyarrow errors alike: the records are the truth
+        log.warning("rebuilt the tables of %s from its records (%s: %s)", sweep_dir, exc.__class__.__name__,
+                    str(exc).splitlines()[0] if str(exc) else "")
+        return nothing
+
+
+@contextlib.contextmanager
+def _aggregation_lock(sweep_dir: Path):
+    """Held while one process reads and writes the sweep's tables. In a folder this user cannot
+    write in there is no lock to take: up-to-date tables are read as they are, and writing changed
+    ones fails with the folder's one-line error."""
+    import fcntl
+
+    try:
+        fd = os.open(sweep_dir / LOCK_FILE, os.O_CREAT | os.O_RDWR, 0o666)
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 # ----------------------------------------------------------------------------- public API
@@ -225,6 +280,18 @@ def runs_dir(sweep_dir: str | os.PathLike) -> Path:
     return path
 
 
+def _run_stamp(run_dir: Path) -> dict[str, int | None] | None:
+    """The mtimes that say whether a run changed; None when its folder cannot be read (warned once
+    per aggregation: one unreadable folder must not hide the rest of the sweep)."""
+    try:
+        return {"record_mtime_ns": _mtime_ns(run_dir / store.RECORD),
+                "trace_mtime_ns": _mtime_ns(run_dir / store.TRACE)}
+    except OSError as exc:
+        log.warning("skipped unreadable run folder %s (%s); fix its permissions to include it", run_dir,
+                    exc.strerror or exc.__class__.__name__)
+        return None
+
+
 def aggregate(sweep_dir: str | os.PathLike, full: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Update and return (summary, traces) for a sweep, reading only new or changed run records.
 
@@ -232,22 +299,21 @@ def aggregate(sweep_dir: str | os.PathLike, full: bool = False) -> tuple[pd.Data
     """
     sweep_dir = Path(sweep_dir)
     run_root = runs_dir(sweep_dir)
-    old_index = {} if full else _load_index(sweep_dir)
-    if old_index:
-        summary = pd.read_parquet(sweep_dir / SUMMARY_FILE)
-        traces = pd.read_parquet(sweep_dir / TRACES_FILE)
-    else:
-        summary, traces = pd.DataFrame(), pd.DataFrame()
+    with _aggregation_lock(sweep_dir):
+        return _aggregate_locked(sweep_dir, run_root, full)
+
+
+def _aggregate_locked(sweep_dir: Path, run_root: Path, full: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+    old_index, summary, traces = ({}, pd.DataFrame(), pd.DataFrame()) if full else _load_previous(sweep_dir)
 
     index: dict[str, dict[str, Any]] = {}
     new_rows: list[dict[str, Any]] = []
     new_traces: list[pd.DataFrame] = []
     stale_ids: set[str] = set()
     for run_dir in sorted(p for p in run_root.iterdir() if p.is_dir()):
-        stamp = {"record_mtime_ns": _mtime_ns(run_dir / "record.json"),
-                 "trace_mtime_ns": _mtime_ns(run_dir / "trace.parquet")}
-        if stamp["record_mtime_ns"] is None:
-            continue  # run still in progress: no record yet
+        stamp = _run_stamp(run_dir)
+        if stamp is None or stamp["record_mtime_ns"] is None:
+            continue  # unreadable (warned), or still in progress: no record yet
         previous = old_index.get(run_dir.name)
         if previous and all(previous.get(k) == v for k, v in stamp.items()):
             index[run_dir.name] = previous
@@ -286,10 +352,12 @@ def aggregate(sweep_dir: str | os.PathLike, full: bool = False) -> tuple[pd.Data
         traces = traces.sort_values(["run_id", "step"], kind="stable").reset_index(drop=True)
 
     if changed:
-        _write_parquet(summary, sweep_dir / SUMMARY_FILE)
-        _write_parquet(traces, sweep_dir / TRACES_FILE)
-        payload = json.dumps({"version": INDEX_VERSION, "runs": index}, indent=0, sort_keys=True)
-        _atomic_write(sweep_dir / INDEX_FILE, lambda tmp: Path(tmp).write_text(payload))
+        generation = uuid.uuid4().hex
+        _write_table(summary, sweep_dir / SUMMARY_FILE, generation)
+        _write_table(traces, sweep_dir / TRACES_FILE, generation)
+        payload = json.dumps({"version": INDEX_VERSION, "generation": generation, "runs": index},
+                             indent=0, sort_keys=True)
+        store.atomic_write(sweep_dir / INDEX_FILE, lambda tmp: Path(tmp).write_text(payload))
         # hand back what a later call will read, so repeated calls give identical frames
         summary = pd.read_parquet(sweep_dir / SUMMARY_FILE)
         traces = pd.read_parquet(sweep_dir / TRACES_FILE)

@@ -12,6 +12,15 @@ A SLURM task requeued after preemption carries the same job id as the claim it l
 owner and resumes. Taking over a dead claim is done under a short-lived breaker file so two
 processes cannot both take it. The run's record, not the claim, says whether a run is finished.
 
+A claim appears whole or not at all: its content is written to a temp file first, then hard-linked to
+its name (atomic and exclusive, like O_EXCL, also over NFS). A write that fails (a full disk) leaves
+no claim. So an empty or unparsable claim file is never one being written: it is what a writer that
+failed left behind (or a version that wrote claims in place), and counts as stale once it is older
+than UNREADABLE_GRACE_S (the write window of the O_EXCL fallback on file systems without hard links).
+
+Under force=true a run is trained again even when finished, but not when its record was written after
+this process began claiming (`Claims.since`): another process has just trained it.
+
 Progress: while it trains, the owner also writes claims/<token>.progress at chunk boundaries (at most
 every few seconds): the runs of its cohort, the step reached, timings and its log file, which is what
 `sweep status` shows for a running cohort (step, ETA, log).
@@ -24,6 +33,7 @@ import json
 import os
 import secrets
 import socket
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -34,6 +44,9 @@ from sweep.termination import deferred
 
 CLAIMS = "claims"
 BREAKER_STALE_S = 60.0
+UNREADABLE_GRACE_S = 2.0
+_UMASK = os.umask(0)  # read once, at import: os.umask is process-wide and other threads create files
+os.umask(_UMASK)
 PROGRESS_EVERY_S = 2.0
 
 
@@ -115,6 +128,7 @@ class Claims:
         self.owner = owner or Owner()
         self.heartbeat_s = _env_float("SWEEP_CLAIM_HEARTBEAT_S", 30.0)
         self.stale_s = _env_float("SWEEP_CLAIM_STALE_S", 300.0)
+        self.since = time.time()  # when this process began claiming (force=true: see trained_since)
         self.held: set[str] = set()
         self.busy: dict[str, str] = {}  # run_id -> who holds it (runs we skipped)
         self._lock = threading.Lock()
@@ -219,15 +233,57 @@ class Claims:
                 path.unlink(missing_ok=True)
 
     def _create(self, path: Path) -> bool:
+        """Create the claim whole (True), or False when it exists. The content goes to a temp file
+        that is then hard-linked to the claim's name: a failed write (ENOSPC) raises and leaves no
+        claim, where an O_EXCL file written in place would stay empty, held by no one."""
+        data = json.dumps({**self.owner.__dict__, "since": time.time()}).encode()
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            _write_all(fd, data)
+            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp's 0600 would hide claims from collaborators
+            return self._link(tmp, path, data)
+        finally:
+            os.close(fd)
+            Path(tmp).unlink(missing_ok=True)
+
+    def _link(self, tmp: str, path: Path, data: bytes) -> bool:
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            if not _no_hard_links(exc):
+                raise
+            return self._create_in_place(path, data)
+        return True
+
+    @staticmethod
+    def _create_in_place(path: Path, data: bytes) -> bool:
+        """O_EXCL create, for file systems without hard links; removed again when the write fails."""
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
         except FileExistsError:
             return False
-        with os.fdopen(fd, "w") as f:
-            json.dump({**self.owner.__dict__, "since": time.time()}, f)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            _write_all(fd, data)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        finally:
+            os.close(fd)
         return True
+
+    def trained_since(self, sweep: Path, run_id: str) -> bool:
+        """Whether the run's record was written after this process began claiming. Under
+        force=true such a run was just trained by another process (which held the claim, then let
+        it go): training it again is the double work claims exist to prevent."""
+        from sweep import store
+
+        try:
+            written = (store.run_dir(sweep, run_id) / store.RECORD).stat().st_mtime
+        except OSError:
+            return False
+        return written > self.since and store.is_finished(sweep, run_id)
 
     def _take_over(self, path: Path) -> None:
         self._drop_progress(read_claim(path))
@@ -260,8 +316,8 @@ class Claims:
     def owner_gone(self, path: Path, info: Optional[dict]) -> Optional[str]:
         """Why the claim's owner is gone, or None while it may be alive."""
         age = _age(path)
-        if info is None:  # being written, or written by a writer that died at once
-            return "unreadable and stale" if age > self.stale_s else None
+        if info is None:  # left by a writer that failed or died; never one being written (_create)
+            return "empty or unreadable" if age > UNREADABLE_GRACE_S else None
         if info.get("host") == self.owner.host and isinstance(info.get("pid"), int):
             if not _pid_alive(info["pid"], info.get("start")):
                 return "its process has exited"
@@ -291,6 +347,21 @@ def _job_active(state: str) -> bool:
     from sweep.dispatch.jobs import ACTIVE
 
     return state in ACTIVE | {"RUNNING"}
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write and sync all of `data` (os.write may write less than asked)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    os.fsync(fd)
+
+
+def _no_hard_links(exc: OSError) -> bool:
+    """Whether os.link failed because the file system has no hard links (some FUSE and SMB mounts)."""
+    import errno
+
+    return exc.errno in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.ENOSYS)
 
 
 def _age(path: Path) -> float:

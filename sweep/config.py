@@ -522,8 +522,44 @@ def check_folder_path(folder: Any, what: str) -> None:
             break
 
 
-def validate(cfg: Any) -> None:
-    """Reject values the types allow but the physics does not; one clear message each."""
+# Keys without a default (MISSING): what to write instead, for the one-line error.
+REQUIRED_HINTS = {
+    "data.path": "data=npz reads your own file: add data.path=FILE.npz (an .npz with x_train, y_train, "
+                 "x_test, y_test)",
+}
+
+
+def unset_keys(node: Any, prefix: str = "") -> list[str]:
+    """Dotted keys still at MISSING ('???') in a DictConfig or a plain config dict. Why: reading one
+    raises omegaconf's MissingMandatoryValue, a 50-line traceback instead of a user error."""
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(node, DictConfig):
+        return sorted(prefix + k for k in OmegaConf.missing_keys(node))
+    out: list[str] = []
+    for key, value in (node.items() if isinstance(node, dict) else ()):
+        if isinstance(value, dict):
+            out += unset_keys(value, f"{prefix}{key}.")
+        elif value == MISSING:
+            out.append(f"{prefix}{key}")
+    return out
+
+
+def check_required(cfg: Any, pending: Any = ()) -> list[str]:
+    """Every key without a default must be set, except those in `pending` (set by a grid's sweep,
+    cell by cell): one line naming the key and an example. Returns the pending keys still unset."""
+    unset = unset_keys(cfg)
+    for key in unset:
+        if key not in pending:
+            raise ConfigError(f"{key} is not set: {REQUIRED_HINTS.get(key, f'add {key}=VALUE')}")
+    return unset
+
+
+def validate(cfg: Any, pending: Any = ()) -> None:
+    """Reject values the types allow but the physics does not; one clear message each. `pending`:
+    keys without a default that a grid's sweep sets later (check_required)."""
+    if check_required(cfg, pending):
+        return  # a grid's base config waiting for its sweep: each cell, every key set, is checked
     bad_float = _non_finite(cfg)
     if bad_float:
         raise ConfigError(f"{bad_float}: every number in a config must be finite")

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sweep import optim
+from sweep.integers import FLOAT32_EPS, ceil_tolerant
 
 LossFn = Callable[[Any, Any], jax.Array]  # (params, batch) -> scalar loss on the fixed batch
 
@@ -155,7 +156,9 @@ def warmup_savings(eta_c: float, eta_trgt: float, t_wrm: int, forward_passes: in
     slope (eta_trgt - eta_c) / warmup is alpha."""
     ratio = eta_c / eta_trgt
     ramp = max(1.0, t_wrm * (1.0 - ratio)) if ratio < 1.0 else 1.0
-    t_reach = int(math.ceil(round(ramp, 9)))
+    # eta_c is measured in float32: a few ulps of the ratio must not move T_reach by a step
+    # (T_wrm (1 - ratio) on a whole number: 16 x (1 - 0.37500001) gave 10 and 16 x (1 - 0.37499999) 11)
+    t_reach = ceil_tolerant(ramp, tol=8 * FLOAT32_EPS * max(1.0, t_wrm * min(ratio, 1.0)))
     return WarmupSavings(ramp, t_reach, int(t_wrm) - t_reach - int(math.ceil(forward_passes / 2)))
 
 

@@ -21,6 +21,7 @@ experiment=<name>, the scale's reductions, sweep_name=<sweep>[_quick], the user'
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from sweep.config import EXECUTION_KEYS, ConfigError
 
@@ -111,8 +112,21 @@ class Figure:
         head = self.source or (f"Kalra & Barkeshli Fig. {number}" if number.isdigit() else self.name)
         text = f"{head} · {scale}: {s.reductions}"
         if science_overrides(extra):
-            text += " · extra overrides: " + " ".join(science_overrides(extra))
+            text += " · extra overrides: " + " ".join(shown_overrides(extra))
         return text
+
+
+PATH_KEYS = ("data.path", "data.train", "data.test", "data.root")
+
+
+def shown_overrides(overrides: list[str] | tuple[str, ...]) -> list[str]:
+    """The science overrides as a title shows them: a data file by its name, not one machine's
+    folder (data.path=/home/me/data/cifar10_subset.npz -> data.path=cifar10_subset.npz)."""
+    out = []
+    for o in science_overrides(overrides):
+        key, _, value = o.partition("=")
+        out.append(f"{key}={Path(value).name or value}" if key.lstrip("+") in PATH_KEYS and value else o)
+    return out
 
 
 def science_overrides(overrides: list[str] | tuple[str, ...]) -> list[str]:

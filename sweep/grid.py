@@ -87,6 +87,8 @@ def override_parser():
     from hydra.core.override_parser.overrides_parser import OverridesParser, create_functions
     from hydra.core.override_parser.types import ChoiceSweep
 
+    from sweep.integers import floor_tolerant
+
     def pow2(start, stop, step=1.0):  # no annotations: Hydra type-checks them at call time
         """2^x for x = start, start+step, ..., stop (inclusive)."""
         if not all(isinstance(v, (int, float)) for v in (start, stop, step)):
@@ -94,7 +96,8 @@ def override_parser():
         if step == 0 or (stop - start) * step < 0:
             raise ValueError(f"pow2({start}, {stop}, {step}): the step must be non-zero and go from start "
                              f"towards stop, e.g. pow2({start}, {stop}, {1 if stop >= start else -1})")
-        n = int(round((stop - start) / step)) + 1
+        # the last exponent <= stop: pow2(0,0.9,0.3) has 4 values although 0.9/0.3 = 2.9999999999999996
+        n = floor_tolerant((stop - start) / step, tol=1e-9 * max(1.0, abs((stop - start) / step))) + 1
         return ChoiceSweep(list=[float(2.0 ** (start + i * step)) for i in range(n)])
 
     functions = create_functions()
@@ -178,14 +181,41 @@ def parse_error_message(exc: BaseException, overrides: Sequence[str]) -> str:
     which = re.search(r"Error parsing override '(.*)'", lines[0]) if lines else None
     reason = lines[1] if which and len(lines) > 1 else (lines[0] if lines else exc.__class__.__name__)
     reason = re.sub(r"^\w+Error while evaluating '[^']*': ", "", reason)
-    override = which.group(1) if which else next((o for o in overrides if o and o.split("=")[-1] in reason), "")
+    override = which.group(1) if which else _failing_override(overrides)
     value = override.split("=", 1)[1] if "=" in override else override
-    if re.search(r",\s*,|^\s*,|,\s*$", value):
+    bad_char = _lexer_character(str(exc))
+    if bad_char is not None:
+        reason = (f"the character {bad_char!r} is not allowed in an unquoted value (quote the value, "
+                  f"e.g. key='...', or drop the character)")
+    elif re.search(r",\s*,|^\s*,|,\s*$", value):
         reason = "an empty value in a comma list (write a,b,c)"
     elif "extraneous input" in reason or "no viable alternative" in reason or "mismatched input" in reason:
         reason = ("not valid override syntax (sweeps: a,b,c | range(a,b[,step]) | pow2(a,b[,step]) | glob(*); "
                   "quote values with spaces or brackets)")
     return f"cannot parse override '{override or ' '.join(overrides)}': {reason}"
+
+
+def _failing_override(overrides: Sequence[str]) -> str:
+    """The first override that does not parse on its own. Why: a lexer error names no override (it
+    shows the text, which matching by value misattributed: `model.depth=2` for `sweep_name=run2`x`)."""
+    from hydra.errors import HydraException
+
+    for o in overrides:
+        try:
+            override_parser().parse_overrides([o])
+        except HydraException:
+            return o
+    return ""
+
+
+def _lexer_character(text: str) -> Optional[str]:
+    """The character a LexerNoViableAltException points at (its message: the input, then a caret
+    line under the offending character), or None for any other parse error."""
+    lines = text.splitlines()
+    if not lines or not lines[0].startswith("LexerNoViableAltException: ") or len(lines) < 2:
+        return None
+    column = lines[1].find("^")
+    return lines[0][column] if 0 <= column < len(lines[0]) else None
 
 
 def normalize_overrides(overrides: Sequence[str]) -> list[str]:
@@ -281,10 +311,11 @@ def expand(overrides: Sequence[str], config_dir: Path = CONF_DIR, max_runs: Opti
     overrides = normalize_overrides(overrides)
     check_syntax(overrides)
     base_overrides = [o for o in overrides if not is_sweep(o)]
-    base = compose(base_overrides, config_dir)
+    base = compose(base_overrides, config_dir, check=False)
     grid_block = dict(base.get("grid") or {})
     cli_keys = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
     merged = [f"{k}={v}" for k, v in grid_block.items() if k not in cli_keys] + list(overrides)
+    validate(base, pending=_swept_keys(merged))  # a key without a default may come from a sweep (data.path=a,b)
     axes = _axes(merged, config_dir)
     n_cells = 1
     for a in axes:
@@ -313,7 +344,40 @@ def expand(overrides: Sequence[str], config_dir: Path = CONF_DIR, max_runs: Opti
         seen.add(rid)
         grid = {k: get_dotted(d, k) for k in swept}
         specs.append(RunSpec(rid, d, grid))
+    warn_short_warmup(specs)
     return specs
+
+
+def short_warmup(specs: Sequence[RunSpec]) -> list[tuple[int, int]]:
+    """The distinct (warmup, steps) of runs whose linear warmup is longer than their training
+    (lr_init_mode=value: eta_c shortens the warmup at training time; catapult ignores it)."""
+    pairs = []
+    for spec in specs:
+        if spec.get("warmup_mode") != "linear" or spec.get("lr_init_mode") != "value":
+            continue
+        warmup, steps = int(spec.get("warmup")), int(spec.get("steps"))
+        if warmup > steps:
+            pairs.append((warmup, steps))
+    return sorted(set(pairs))
+
+
+def warn_short_warmup(specs: Sequence[RunSpec]) -> None:
+    """One `warning:` line per grid (sweep.errors.SweepWarning) when runs warm up for longer than
+    they train: they never reach their target lr (warmup=100, steps=10: 10/100 of the way), which
+    used to train silently while `lr` in the records said the target. Their summaries' `max_lr`
+    holds the largest lr really used."""
+    import warnings
+
+    from sweep.errors import SweepWarning
+
+    pairs = short_warmup(specs)
+    if not pairs:
+        return
+    n = sum(1 for s in specs if (int(s.get("warmup")), int(s.get("steps"))) in set(pairs))
+    shown = ", ".join(f"warmup={w} steps={t}" for w, t in pairs[:6]) + (", ..." if len(pairs) > 6 else "")
+    warnings.warn(f"{n} of {len(specs)} runs warm up for longer than they train ({shown}): their lr never "
+                  f"reaches the target lr (at most steps/warmup of the way); summary.max_lr records the largest "
+                  f"lr used; lower warmup or raise steps to reach it", SweepWarning, stacklevel=2)
 
 
 class _CellBuilder:

@@ -40,8 +40,9 @@ LAUNCHER_KEYS = ("partition", "account", "qos", "timeout_min", "gpus_per_node", 
                  "array_parallelism", "setup", "signal_delay_s", "max_num_timeout")
 # hydra/launcher=NAME -> cluster preset (sweep submit)
 LAUNCHERS = {"basic": "local", "submitit_local": "submitit_local", "submitit_slurm": "slurm"}
-HONOURED = ("hydra.sweep.dir, hydra.run.dir, hydra.job.chdir=false, hydra.mode=MULTIRUN, hydra/sweeper=basic, "
-            "hydra/launcher=basic|submitit_local|submitit_slurm")
+HONOURED_COMMON = "hydra.sweep.dir, hydra.run.dir, hydra.job.chdir=false, hydra.mode=MULTIRUN, hydra/sweeper=basic"
+HONOURED = f"{HONOURED_COMMON}, hydra/launcher=basic|submitit_local|submitit_slurm"  # sweep submit's
+HONOURED_RUN = f"{HONOURED_COMMON}, hydra/launcher=basic"  # sweep run trains in its own process
 GROUP_KEYS = ("model", "param", "optimizer", "data", "cluster")
 
 
@@ -98,11 +99,13 @@ def translate(overrides: Sequence[str], command: str) -> list[str]:
         try:
             ov = parser.parse_overrides([o])[0]
         except HydraException as exc:
-            reason = [ln for ln in str(exc).splitlines() if ln.strip()][-1].strip()
-            raise _error(f"cannot parse override '{o}': {reason}") from None
+            from sweep.grid import parse_error_message
+
+            raise _error(parse_error_message(exc, [o])) from None
         key, value = ov.key_or_group, ov.value()
         if ov.is_delete():
-            raise _error(f"'{o}': deleting Hydra settings is not supported here (honoured: {HONOURED})")
+            raise _error(f"'{o}': deleting Hydra settings is not supported here (honoured: "
+                         f"{HONOURED if command == 'submit' else HONOURED_RUN})")
         if ov.is_sweep_override():
             raise _error(f"'{o}': Hydra's own settings cannot be swept")
         text = o.split("=", 1)[1] if "=" in o else ""
@@ -149,7 +152,7 @@ def translate(overrides: Sequence[str], command: str) -> list[str]:
                              f"(e.g. cluster.additional_parameters.constraint=a100)")
             put(f"cluster.{name}", text, o)
         else:
-            raise _error(f"'{o}': not supported by sweep {command} (it honours {HONOURED}"
+            raise _error(f"'{o}': not supported by sweep {command} (it honours {HONOURED if submit else HONOURED_RUN}"
                          f"{', hydra.launcher.KEY' if submit else ''}); for Hydra's own behaviour use "
                          f"python -m sweep.train -m ...")
     out = list(plain)
@@ -175,10 +178,58 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "unique prefix of it)")
 
 
+def _sweep_values(override: str) -> list[str]:
+    """The value(s) an override sets, as strings (every value of a sweep); [] when it does not parse
+    (the grid reports that in its own words)."""
+    from hydra.errors import HydraException
+
+    from sweep.grid import override_parser
+
+    try:
+        (ov,) = override_parser().parse_overrides([override])
+    except HydraException:
+        return []
+    if ov.is_sweep_override() and ov.is_discrete_sweep():
+        return [str(v) for v in ov.sweep_string_iterator()]
+    return [ov.get_value_element_as_str()]
+
+
+def _executor(preset: str) -> str:
+    """The executor a cluster preset (conf/cluster/NAME.yaml, its defaults followed) selects."""
+    from sweep.grid import compose
+
+    if preset == "local":  # the default: no composition to pay for
+        return "local"
+
+    return str(compose([f"cluster={preset}"], check=False).cluster.executor)
+
+
+def refuse_remote_cluster(overrides: Sequence[str]) -> None:
+    """`sweep run` trains in this process whatever the cluster says: `cluster=slurm` used to train
+    locally for as long as the grid takes, without a word. A cluster whose executor is not `local`
+    (a preset such as slurm or submitit_local, or cluster.executor=...) is refused in one line
+    pointing to `sweep submit`, as hydra/launcher=submitit_slurm is (`translate`)."""
+    for o in overrides:
+        key = o.split("=", 1)[0].lstrip("+")
+        if key == "cluster":
+            remote = [v for v in _sweep_values(o) if _executor(v) != "local"]
+        elif key == "cluster.executor":
+            remote = [v for v in _sweep_values(o) if v != "local"]
+        else:
+            continue
+        if remote:
+            target = o if len(remote) == len(_sweep_values(o)) else f"{key}={remote[0]}"
+            raise _error(f"'{o}': sweep run trains in this process (cluster=local); to queue the grid on "
+                         f"{remote[0]} use sweep submit {target} ... instead")
+
+
 def handle(args: argparse.Namespace, command: str) -> Optional[int]:
-    """At the start of `sweep run/submit`: map `hydra.*` overrides (in place) and answer `--cfg`.
-    Returns an exit code when the command is done (`--cfg`), None to go on."""
+    """At the start of `sweep run/submit`: map `hydra.*` overrides (in place), refuse a remote
+    cluster under `sweep run`, and answer `--cfg`. Returns an exit code when the command is done
+    (`--cfg`), None to go on."""
     args.overrides = translate(args.overrides, command)
+    if command == "run":
+        refuse_remote_cluster(args.overrides)
     cfg = getattr(args, "cfg", None)
     cell = getattr(args, "cell", None)
     if cfg is None:
@@ -404,6 +455,10 @@ def run_job(cfg: Any) -> Optional[float]:
     else:
         grid_keys = override_grid_keys(list(hc.overrides.task))
     spec = RunSpec(run_id(cfg), cfg, {k: get_dotted(d, k) for k in grid_keys})
+    if not (multirun and ours):  # a grid's jobs were warned about once, when the sweeper expanded it
+        from sweep.grid import warn_short_warmup
+
+        warn_short_warmup([spec])
     expected = OmegaConf.select(hc, "sweeper.run_id", default=None) if ours else None
     if expected and str(expected) != spec.run_id:
         raise RuntimeError(f"this job composed run {spec.run_id} but the grid expanded it as {expected}: "

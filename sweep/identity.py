@@ -101,6 +101,21 @@ def cohort_key(cfg: Any) -> str:
     return content_hash(d)
 
 
+# A phase diagram's axes, and the seed its cells average over: runs that differ only in these may
+# share a heatmap (a cell, or a row of cells); runs that differ in anything else may not.
+AXIS_KEYS = ("lr", "lr_unit", "warmup", "seed")
+
+
+def setting_key(cfg: Any) -> str:
+    """What the runs of one phase diagram share: the run's identity minus the axes and the seed.
+    Why: ad-hoc runs of different widths or lengths all land in results/default, and averaged into
+    one cell they draw a phase diagram of no experiment."""
+    d = identity_dict(cfg)
+    for key in AXIS_KEYS:
+        drop_key(d, key)
+    return content_hash(d, length=8)
+
+
 def lambda0_key(cfg: Any) -> str:
     d = identity_dict(cfg)
     keys = LAMBDA0_KEYS

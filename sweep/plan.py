@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from omegaconf import OmegaConf
@@ -77,3 +78,27 @@ def plan_cohort(cfgs: Sequence[Any], lrs: Optional[Sequence[float]] = None,
                       catapult.initial_guesses(cfgs, lrs), lr=lr, lr_init=lr_init,
                       lambda0=None if lambda0 is None else np.asarray(lambda0, np.float64),
                       member_fields=list(member_fields) if member_fields is not None else [{} for _ in cfgs])
+
+
+def max_learning_rates(plan: CohortPlan, steps_run: Sequence[int]) -> list[Optional[float]]:
+    """The largest lr each member really used: the maximum of the engine's own schedule
+    (optim.learning_rate, the function CohortTrainer._learning_rate calls, in float32 as there) over
+    the updates the member made, t = 1..steps_run (a diverged member stops early). Why: with warmup
+    longer than steps the target lr is never reached (warmup=100, steps=10: at most 10/100 of the way),
+    while the record's `lr` still says the target. None when no update was made, and under
+    warmup_mode=catapult, whose lr follows the searches rather than this schedule (t_reach says
+    whether it reached the target)."""
+    if str(plan.cfg.warmup_mode) != "linear":
+        return [None] * plan.size
+    cosine = str(getattr(plan.cfg.decay, "value", plan.cfg.decay)) == "cosine"
+    hyper = [np.asarray(a) for a in plan.hyper]
+    out: list[Optional[float]] = []
+    with jax.default_device(jax.devices("cpu")[0]):  # on the host: never the accelerator's memory
+        for m, updates in enumerate(steps_run):
+            if int(updates) < 1:
+                out.append(None)
+                continue
+            h = optim.Hyper(*(jnp.asarray(a[m] if a.ndim else a) for a in hyper))
+            t = jnp.arange(1, int(updates) + 1, dtype=jnp.float32)
+            out.append(float(jnp.max(optim.learning_rate(t, h, int(plan.cfg.steps), cosine))))
+    return out

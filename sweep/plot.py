@@ -35,13 +35,17 @@ FAILED_STYLE = {"facecolor": "0.82", "edgecolor": "0.35", "hatch": "///", "linew
 # excluded as well, under its record and table names, so a new metric never becomes a facet.
 _NOT_FACET_KEYS = {
     "run_id", "sweep_name", "status", "outcome", "error_type", "lr", "lr_over_lambda0", "warmup", "seed",
-    "lr_unit", "steps", "target_lr", "target_lr_over_lambda0", "data_seed", "lr_init", "data_file",
+    "lr_unit", "steps", "target_lr", "target_lr_over_lambda0", "data_seed", "lr_init", "data_file", "setting",
 }
+# Not facets by default, but named when they split one cell (mixed_cell_error)
+_NAMED_IN_MIXED_CELLS = ("steps", "lr_unit", "data_file", "lr_init")
 
 
 def not_facets() -> set[str]:
+    """Never proposed as facets of a summary. `loss` there is the loss function (MSE or cross-entropy,
+    a real facet); it is the training loss only in traces, whose trace_values() exclude it."""
     probes.load_all()
-    return _NOT_FACET_KEYS | columns.not_facets()
+    return (_NOT_FACET_KEYS | columns.not_facets()) - {"loss"}
 
 
 def trace_values() -> set[str]:
@@ -223,10 +227,39 @@ def _check_metric(df: pd.DataFrame, metric: str) -> None:
 
 
 # ----------------------------------------------------------------------------- the cell tables
+def mixed_cell_error(df: pd.DataFrame) -> str | None:
+    """Why the runs of one cell (same lr and warmup key in `df`'s _x, _y) cannot be drawn as one, or
+    None: they differ in their `setting` (the config apart from lr, warmup and seed). Names the
+    columns that differ within the cell, and how to draw them apart."""
+    if "setting" not in df or df["setting"].isna().all():
+        return None
+    per_cell = df.groupby(["_y", "_x"])["setting"].nunique()
+    if not (per_cell > 1).any():
+        return None
+    y, x = per_cell[per_cell > 1].index[0]
+    rows = df[(df["_y"] == y) & (df["_x"] == x)]
+    skip = not_facets() - set(_NAMED_IN_MIXED_CELLS)
+    varying, groupings = [], set()
+    for c in sorted(rows.columns, key=lambda c: (c not in FACET_ORDER, FACET_ORDER.index(c) if c in FACET_ORDER else 0)):
+        grouping = tuple(rows[c].astype(str).factorize()[0]) if c not in skip and not c.startswith("_") else ()
+        if len(set(grouping)) > 1 and grouping not in groupings:  # param and param.name: named once
+            varying.append(c)
+            groupings.add(grouping)
+    what = (", ".join(f"{c} ({', '.join(sorted(rows[c].astype(str).unique())[:4])})" for c in varying[:4])
+            if varying else "config keys that are not columns of the table")
+    facet = ",".join(varying[:2]) if varying else "setting"
+    return (f"{rows['setting'].nunique()} runs of one cell (warmup {y:g}, lr {x:g}) differ in {what}: "
+            f"draw them apart with --facet {facet}, or keep one sweep per experiment (sweep_name=...)")
+
+
 def _cells(summary: pd.DataFrame, metric: str, lr_col: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(values, states) pivoted to rows = warmup, columns = lr, over the product of seen values."""
+    """(values, states) pivoted to rows = warmup, columns = lr, over the product of seen values.
+    Refuses cells whose runs differ in anything but lr, warmup and seed (mixed_cell_error)."""
     df = summary.assign(_x=_log2_key(summary[lr_col]), _y=_log2_key(summary["warmup"]))
     df = df[np.isfinite(df["_x"]) & np.isfinite(df["_y"])]
+    why = mixed_cell_error(df)
+    if why:
+        raise ConfigError(why)
     xs, ys = sorted(df["_x"].unique()), sorted(df["_y"].unique())
     rank = {s: i for i, s in enumerate(SEVERITY)}
     outcome = df["outcome"].where(df["outcome"].isin(SEVERITY), "pending")
@@ -419,9 +452,11 @@ def _phase_panels(summary: pd.DataFrame, panels: list[tuple[str, pd.DataFrame, s
 
 
 def heatmap(summary_df: pd.DataFrame, metric: str = "best_test_acc", facet: str | Sequence[str] | None = None,
-            lr_units: str = "auto", annotate: bool = False, shared_scale: bool = False,
+            lr_units: str = "auto", annotate: bool = False, shared_scale: bool = True,
             ncols: int | None = None) -> plt.Figure:
     """Phase diagram of `metric` in the lr x warmup plane, one panel per facet value (Figures 3, 4).
+    One colour scale across the panels by default: per-panel scales stretch a panel whose values
+    span 0.970-0.983 over the whole colour map, so equal-looking colours mean different values.
 
     facet: column name(s), e.g. "param,loss"; None = every column that varies besides lr/warmup/seed."""
     _check_metric(summary_df, metric)

@@ -24,6 +24,7 @@ from sweep.engine import CohortResult, CohortTrainer, minibatch_size
 from sweep.resolve import initial_sharpness, resolve_plan  # noqa: F401 - initial_sharpness re-exported
 from sweep.grid import Cohort, RunSpec
 from sweep.identity import lambda0_key, to_dict
+from sweep.plan import max_learning_rates
 from sweep.runtime import configure_jax
 from sweep.termination import raise_if_terminated
 from sweep.workload import Workload, build_workload
@@ -136,7 +137,8 @@ def claim_pending(cohort: Cohort, sweep: Path, force: bool, claims: Claims) -> l
     for spec in pending_runs(cohort, sweep, force):
         if not claims.claim(spec.run_id):
             continue
-        if not force and store.is_finished(sweep, spec.run_id):
+        # force: finished runs train again, except those another process trained since we started
+        if claims.trained_since(sweep, spec.run_id) if force else store.is_finished(sweep, spec.run_id):
             claims.release([spec.run_id])
             continue
         aside = store.prepare_rerun(sweep, spec.run_id)
@@ -243,6 +245,7 @@ def _train_part(runs: list[RunSpec], workload: Workload, dataset: Dataset, sweep
     result: CohortResult = trainer.run(progress=cb, on_chunk=checkpointer.save if checkpointer else None,
                                        **kwargs)
     prov = store.provenance()
+    max_lrs = max_learning_rates(plan, result.steps_run)  # warmup > steps never reaches the target lr
     records = []
     for m, spec in enumerate(runs):
         final = {k: float(v[m]) for k, v in result.final.items()}
@@ -250,7 +253,7 @@ def _train_part(runs: list[RunSpec], workload: Workload, dataset: Dataset, sweep
             spec.cfg, result.traces[m], final, result.divergence_step[m], float(plan.lr[m]),
             float(plan.lr_init[m]), None if plan.lambda0 is None else float(plan.lambda0[m]), dataset,
             result.steps_run[m])
-        summary.update(plan.member_fields[m])
+        summary.update(plan.member_fields[m], max_lr=max_lrs[m])
         if result.catapult is not None:
             summary.update(result.catapult[m])
         rec = _base_record(spec, sweep_name)

@@ -148,7 +148,8 @@ def verify_checksum(record: dict, trace_path: Path) -> None:
 
 
 def run_state(sweep: Path, run_id: str) -> tuple[str, Optional[str]]:
-    """(state, why): finished (terminal record, trace intact), error (an error record: retried),
+    """(state, why): finished (terminal record of this run id, trace intact: size, footer and
+    sha256 as its record lists them; finished means readable), error (an error record: retried),
     absent (no record), corrupt (record or trace unusable: re-run, files moved aside)."""
     d = run_dir(sweep, run_id)
     try:
@@ -159,10 +160,14 @@ def run_state(sweep: Path, run_id: str) -> tuple[str, Optional[str]]:
         return "corrupt", f"{d / RECORD}: {exc.strerror or exc}"
     except CorruptRun as exc:
         return "corrupt", str(exc)
+    if record.get("run_id") != run_id:  # copied from another run's folder: it would count twice
+        return "corrupt", f"{d / RECORD}: holds run {record.get('run_id')}, not {run_id} (its folder)"
     if record.get("outcome") not in TERMINAL_OUTCOMES:
         return "error", None
     try:
         check_trace(record, d / TRACE)
+        if (d / TRACE).exists():
+            verify_checksum(record, d / TRACE)
     except (OSError, CorruptRun) as exc:
         return "corrupt", str(exc)
     return "finished", None
@@ -194,12 +199,23 @@ def prepare_rerun(sweep: Path, run_id: str) -> Optional[Path]:
     return aside
 
 
+_DIGESTS: dict[tuple, str] = {}  # (path, size, mtime_ns, inode, ctime_ns) -> sha256 (status --watch asks often)
+
+
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    """The file's sha256, remembered for as long as its size, mtimes and inode stay the same (a
+    rewrite changes ctime even when mtime is set back)."""
+    st = os.stat(path)
+    key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+    if key not in _DIGESTS:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        if len(_DIGESTS) > 100_000:
+            _DIGESTS.clear()
+        _DIGESTS[key] = h.hexdigest()
+    return _DIGESTS[key]
 
 
 def write_run(sweep: Path, run_id: str, record: dict, trace: Optional[pd.DataFrame]) -> Path:

@@ -14,6 +14,7 @@ Cohorts of one run: `sweep run` / `sweep submit` (vmapped cohorts, submit-and-re
 """
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Optional
 
@@ -39,6 +40,9 @@ def main(cfg: DictConfig) -> Optional[float]:
     from sweep.errors import UserError, format_user_error, install_warning_format
 
     install_warning_format()
+    # Hydra sets the root logger to INFO for its job log; jax's backend search would then print
+    # "Unable to initialize backend 'tpu'" on every CPU or GPU machine
+    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
     try:
         return run_job(cfg)
     except UserError as exc:

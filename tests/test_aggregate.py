@@ -155,7 +155,7 @@ def test_repaired_record_is_picked_up(sweep_dir, read_spy):
 def test_outputs_are_written_without_leftover_temp_files(sweep_dir):
     agg.aggregate(sweep_dir)
     names = sorted(p.name for p in sweep_dir.iterdir())
-    assert names == [agg.INDEX_FILE, "runs", agg.SUMMARY_FILE, agg.TRACES_FILE]
+    assert names == sorted([agg.INDEX_FILE, agg.LOCK_FILE, "runs", agg.SUMMARY_FILE, agg.TRACES_FILE])
     pd.testing.assert_frame_equal(pd.read_parquet(sweep_dir / agg.SUMMARY_FILE), agg.aggregate(sweep_dir)[0])
 
 

@@ -225,7 +225,9 @@ def test_quick_title_and_sidecar_carry_the_reductions(tmp_path, capsys):
     reductions = FIGURES["fig1"].scale("quick").reductions
     assert reductions.startswith("FCN-4-256, 5k CIFAR-10, 300 steps")
     assert meta["title"].startswith(f"Kalra & Barkeshli Fig. 1 · quick: {reductions}")
-    assert meta["title"].endswith("extra overrides: data=npz data.path=/data/cifar10_subset.npz")
+    # a data file by its name: no machine's folder in a title or a sidecar
+    assert meta["title"].endswith("extra overrides: data=npz data.path=cifar10_subset.npz")
+    assert meta["meta"]["extra_overrides"] == "data=npz data.path=cifar10_subset.npz"
     assert meta["meta"]["scale"] == "quick" and meta["meta"]["reductions"] == reductions
     assert meta["meta"]["paper_figure"] == "fig1" and meta["meta"]["estimated_cpu_minutes"]
     assert "--title" in meta["command"] and "--meta scale=quick" in meta["command"]

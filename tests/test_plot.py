@@ -82,14 +82,30 @@ def test_drawn_mesh_and_failed_hatches_match_the_table(sweep):
     assert "diverged (empty)" in legend and "failed" in legend
 
 
-@pytest.mark.parametrize("facet, count", [(None, 2), ("param", 2), ("param,loss", 4), ("loss", 2)])
+def _with_xent(summary: pd.DataFrame) -> pd.DataFrame:
+    xent = summary.assign(loss="xent", run_id=summary.run_id + "x", setting=summary.setting + "x")
+    return pd.concat([summary, xent], ignore_index=True)
+
+
+@pytest.mark.parametrize("facet, count", [(None, 2), ("param", 2), ("param,loss", 4), (None, 4)])
 def test_one_panel_per_facet_value(tmp_path, sweep, facet, count):
     _, summary, _ = sweep
-    twice = pd.concat([summary, summary.assign(loss="xent", run_id=summary.run_id + "x")], ignore_index=True)
-    data = summary if facet in (None, "param") else twice
+    data = summary if count == 2 else _with_xent(summary)
     fig = plot.heatmap(data, facet=facet, lr_units="lambda0")
     assert len(panels(fig)) == count
     assert len({ax.get_title() for ax in panels(fig)}) == count
+
+
+def test_a_cell_of_runs_that_differ_beyond_the_axes_is_refused_in_one_line(sweep):
+    _, summary, _ = sweep
+    with pytest.raises(ConfigError, match=r"runs of one cell .* differ in param \(mup, sp\): draw them apart "
+                                          r"with --facet param"):
+        plot.heatmap(_with_xent(summary), facet="loss", lr_units="lambda0")
+    longer = summary.assign(steps=summary.steps * 2, run_id=summary.run_id + "l", setting=summary.setting + "l")
+    with pytest.raises(ConfigError, match=r"differ in steps \(100, 200\)"):
+        plot.heatmap(pd.concat([summary, longer], ignore_index=True), facet="param", lr_units="lambda0")
+    seeds = summary.assign(seed=summary.seed + 1, run_id=summary.run_id + "s")  # seeds average in a cell
+    assert len(panels(plot.heatmap(pd.concat([summary, seeds], ignore_index=True), lr_units="lambda0"))) == 2
 
 
 def test_axes_are_log2_with_paper_tick_labels(sweep):
@@ -118,14 +134,14 @@ def test_colour_bar_is_labelled_with_metric_and_units(sweep):
     fig = plot.heatmap(summary, metric="final_test_loss", facet="param", shared_scale=True)
     labels = [ax.get_ylabel() for ax in fig.axes if not ax.get_gid()]
     assert labels == ["final test loss (MSE)"]  # one shared colour bar
-    fig = plot.heatmap(summary, metric="best_test_acc", facet="param")
+    fig = plot.heatmap(summary, metric="best_test_acc", facet="param", shared_scale=False)
     labels = [ax.get_ylabel() for ax in fig.axes if not ax.get_gid()]
     assert labels == ["best test accuracy (fraction correct)"] * 2
 
 
-def test_shared_scale_uses_one_range_across_panels(sweep):
+def test_shared_scale_uses_one_range_across_panels_by_default(sweep):
     _, summary, _ = sweep
-    fig = plot.heatmap(summary, facet="param", shared_scale=True)
+    fig = plot.heatmap(summary, facet="param")
     limits = {[c for c in ax.collections if isinstance(c, QuadMesh)][0].get_clim() for ax in panels(fig)}
     assert len(limits) == 1
     accs = summary.loc[summary.outcome == "converged", "best_test_acc"]

@@ -48,5 +48,7 @@ def test_error_runs_show_message_and_log_and_the_hint_matches_a_local_run(tmp_pa
     record_local_command(sweep, ["lr=0.1,0.2", "sweep_name=s"])
     text = format_status(sweep_status(sweep))
     assert "error bbbb: XlaRuntimeError: RESOURCE_EXHAUSTED: out of memory; log /scratch/logs/17_0_log.out" in text
-    assert "1 run to finish (1 error); re-run: sweep run lr=0.1,0.2 sweep_name=s" in text
+    # the local grid expands to two run ids these hand-made records do not have: 2 pending too; the
+    # hint writes into this folder (results_dir), not ./results
+    assert f"3 runs to finish (1 error, 2 pending); re-run: sweep run lr=0.1,0.2 sweep_name=s results_dir={tmp_path}" in text
     assert "more detail" not in text

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import shlex
 
-from sweep.figures import FIGURES, SCALES, Figure, get_figure, science_overrides
+from sweep.figures import FIGURES, SCALES, Figure, get_figure, science_overrides, shown_overrides
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -97,7 +97,7 @@ def plot_extras(fig: Figure, scale: str, overrides: list[str]) -> tuple[str, ...
     """`sweep plot` options that title the figure and record figure, scale and reductions in its sidecar."""
     s = fig.scale(scale)
     meta = {"paper_figure": fig.name, "scale": scale, "reductions": s.reductions,
-            "extra_overrides": " ".join(science_overrides(overrides)), "experiments": ",".join(fig.experiments)}
+            "extra_overrides": " ".join(shown_overrides(overrides)), "experiments": ",".join(fig.experiments)}
     if s.minutes is not None:
         meta["estimated_cpu_minutes"] = f"{s.minutes:g}"
     extras = ["--title", fig.title(scale, overrides)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import shlex
+import sys
 from pathlib import Path
 
 # pandas, matplotlib and the plotting module are imported when a figure is drawn, not to build `--help`.
@@ -38,7 +39,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="trajectories' loss: train (each update's minibatch), probe (the fixed measurement "
                              "batch) or auto (probe when training data are augmented; default)")
     parser.add_argument("--annotate", action="store_true", help="write each cell's value in the heatmap")
-    parser.add_argument("--shared-scale", action="store_true", help="one colour scale across heatmap panels")
+    parser.add_argument("--own-scale", action="store_true",
+                        help="a colour scale per heatmap panel (default: one scale per metric across the panels, "
+                             "so one colour means one value in every panel)")
+    parser.add_argument("--shared-scale", action="store_true", help=argparse.SUPPRESS)  # the default; kept for old commands
     parser.add_argument("--lr", type=float, default=None,
                         help="trajectories: target lr (in --lr-units); default: near the divergence boundary")
     parser.add_argument("--step", type=int, default=None,
@@ -148,7 +152,7 @@ def command_line(args: argparse.Namespace) -> str:
         if value is not None:
             parts += [flag, str(value)]
     parts += style_argv(args)
-    parts += [flag for flag, on in (("--annotate", args.annotate), ("--shared-scale", args.shared_scale)) if on]
+    parts += [flag for flag, on in (("--annotate", args.annotate), ("--own-scale", args.own_scale)) if on]
     if getattr(args, "title", None):
         parts += ["--title", args.title]
     for item in getattr(args, "meta", None) or []:
@@ -205,7 +209,7 @@ def _figures(args: argparse.Namespace, summary, traces) -> list[tuple[str, objec
     if "heatmap" in wanted:
         out.append((f"heatmap_{metric}", lambda: plot.heatmap(
             summary, metric=metric, facet=args.facet, lr_units=args.lr_units, annotate=args.annotate,
-            shared_scale=args.shared_scale)))
+            shared_scale=not args.own_scale)))
     if "trajectories" in wanted and (has_traces or args.kind != "all"):
         name = "trajectories" + ("" if args.lr is None else f"_lr{args.lr:g}")
         first = args.metric if args.kind == "trajectories" else None  # e.g. test_acc (Figure 31)
@@ -278,13 +282,25 @@ def command(args: argparse.Namespace) -> int:
     if meta:
         sidecar["meta"] = meta
     out_dir = sweep_dir / "figures"
-    for name, build in _figures(args, summary, traces):
+    from sweep.config import ConfigError
+
+    refused, figures = [], _figures(args, summary, traces)
+    for name, build in figures:
         with style_context(args):
-            fig = build()
+            try:
+                fig = build()
+            except ConfigError as exc:
+                if args.kind != "all":
+                    raise
+                refused.append(exc)  # --kind all: one figure the data cannot make does not stop the rest
+                print(f"warning: {name} not drawn: {exc}", file=sys.stderr)
+                continue
             if title:
                 plot.add_title_line(fig, title)
             resize(fig, getattr(args, "width", None), getattr(args, "height", None))
             paths = _save(fig, out_dir, name, formats, sidecar, dpi=getattr(args, "dpi", None) or 150)
         for path in paths:
             print(path)
+    if refused and len(refused) == len(figures):
+        raise refused[0]
     return 0

@@ -141,6 +141,15 @@ def check_finite(x: np.ndarray, what: str, source: str) -> None:
             raise DataError(f"{source}: {what} holds {bad} NaN/inf values; clean or drop those examples")
 
 
+def check_features(x: np.ndarray, what: str, source: str) -> None:
+    """Raise a one-line DataError when the examples of `x` hold no values (shape (N, 0), (N, H, W, 0)):
+    standardizing them divides by zero and a model of fan-in 0 fails in training (ZeroDivisionError,
+    recorded as the run's error) instead of at load time."""
+    if x.ndim < 2 or int(np.prod(x.shape[1:])) == 0:
+        raise DataError(f"{source}: {what} has shape {x.shape}, its examples have no features; each example "
+                        f"needs at least one value, e.g. shape (N, D) with D >= 1 or (N, H, W, C) images")
+
+
 def check_dataset(ds: Dataset, source: str) -> None:
     """Data defects would otherwise train and be recorded as a (permanent) outcome, e.g. one NaN
     pixel as "diverged at step 0". Fail in one line before any compute instead."""
@@ -149,6 +158,7 @@ def check_dataset(ds: Dataset, source: str) -> None:
             raise DataError(f"{source}: x_{split} is empty; the data set needs training and test examples")
         if len(x) != len(y):
             raise DataError(f"{source}: x_{split} has {len(x)} examples but y_{split} has {len(y)}")
+        check_features(x, f"x_{split}", source)
         check_finite(x, f"x_{split}", source)
         if not np.issubdtype(y.dtype, np.integer):
             raise DataError(f"{source}: y_{split} must hold integer labels, got dtype {y.dtype}")

@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from sweep.data.base import Dataset, DataError, channel_stats, check_finite, standardize_per_channel
+from sweep.data.base import (Dataset, DataError, channel_stats, check_features, check_finite,
+                             standardize_per_channel)
 
 REQUIRED_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
@@ -55,6 +56,7 @@ def load_npz(cfg: Any) -> Dataset:
         raise DataError(
             f"{path}: x_train {x_train.shape} and x_test {x_test.shape} must be (N, ...) with the same example shape"
         )
+    check_features(x_train, "x_train", f"data=npz {path}")  # before the statistics divide by zero
     if x_train.dtype == np.uint8 and x_train.ndim in (3, 4) and x_test.dtype == np.uint8:
         if x_train.ndim == 3:  # (N, H, W) grayscale
             x_train, x_test = x_train[..., None], x_test[..., None]

@@ -1,7 +1,10 @@
 """Where a sweep stands: every run's state from its record or, without a terminal record, from
-the SLURM state of the task that owns it in the newest submission that contains it."""
+the SLURM state of the task that owns it in the newest submission that contains it. The runs of the
+last local `sweep run` that have no record count too (pending): its overrides, kept in last_run.json,
+expand again to the same run ids, so a sweep killed halfway shows what is left."""
 from __future__ import annotations
 
+import functools
 import json
 import shlex
 from collections import Counter
@@ -46,6 +49,7 @@ class SweepStatus:
     progress: list[dict] = field(default_factory=list)  # live cohorts: runs, step, total, owner, log
     failed_tasks: list[dict] = field(default_factory=list)  # array tasks that ended badly: index, job, state, log
     last_local: Optional[dict] = None  # the last `sweep run` of this sweep: its overrides
+    not_started: list[str] = field(default_factory=list)  # pending runs no live process or job will train
 
 
 def _records(sweep: Path) -> tuple[dict[str, dict], dict[str, str]]:
@@ -97,8 +101,10 @@ def sweep_status(sweep: str | Path) -> SweepStatus:
 
     progress = live_progress(sweep)
     training = {rid for p in progress for rid in p["runs"]}
+    last_local = _last_local(sweep, manifests)
+    local = _local_grid(last_local)
     states, pending = {}, {}
-    for rid in sorted(set(records) | set(owner) | set(corrupt) | training):
+    for rid in sorted(set(records) | set(owner) | set(corrupt) | training | set(local)):
         outcome = records.get(rid, {}).get("outcome")
         entry = owner.get(rid, (None, None))[1]
         job_state = job_states.get(str(entry["job_id"])) if entry and entry["job_id"] else None
@@ -113,17 +119,21 @@ def sweep_status(sweep: str | Path) -> SweepStatus:
             states[rid] = run_state
         elif outcome == "error":
             states[rid] = "error"
+        elif entry is None and rid in local:  # in the grid of the last `sweep run`, never finished
+            states[rid] = "pending"
         elif entry is None:
             states[rid] = "unknown"
         elif entry["job_id"] is None:  # an in-process submission that never wrote this record
             states[rid] = "lost"
         else:
             states[rid] = run_state or ("unknown" if job_error else "pending")
-        if rid not in records and entry is not None:
-            pending[rid] = {"grid": entry["grid"], "config": entry["config"]}
+        if rid not in records and (entry is not None or rid in local):
+            pending[rid] = {"grid": entry["grid"], "config": entry["config"]} if entry else local[rid]
+    # with no live process, the local grid's pending runs wait for a re-run (a kill -9, a lost shell)
+    not_started = [] if progress else [rid for rid in local if states[rid] == "pending" and rid not in owner]
     return SweepStatus(sweep, states, records, pending, manifests[-1] if manifests else None, job_error,
                        Counter(states.values()), corrupt, progress, _failed_tasks(manifests, job_states),
-                       _last_local(sweep, manifests))
+                       last_local, not_started)
 
 
 LOCAL_COMMAND = "last_run.json"
@@ -164,6 +174,26 @@ def _last_local(sweep: Path, manifests: list[dict]) -> Optional[dict]:
     if manifests and float(manifests[-1].get("created_unix", 0)) > float(data.get("time", 0)):
         return None
     return data
+
+
+def _local_grid(last_local: Optional[dict]) -> dict[str, dict]:
+    """run_id -> {"grid", "config"} of every run the last `sweep run` expanded its overrides to (run
+    ids hash config content, so expanding them again finds the same ids); {} without a local run, or
+    when its overrides no longer expand (a renamed experiment): status then counts records only."""
+    if last_local is None:
+        return {}
+    try:
+        return _expanded(tuple(last_local["overrides"]))
+    except Exception:  # noqa: BLE001 - status must show what it can
+        return {}
+
+
+@functools.lru_cache(maxsize=4)
+def _expanded(overrides: tuple[str, ...]) -> dict[str, dict]:
+    """Cached: `sweep status --watch` asks again every few seconds."""
+    from sweep.grid import expand
+
+    return {r.run_id: {"grid": r.grid, "config": r.config_dict()} for r in expand(list(overrides))}
 
 
 def record_local_command(sweep: Path, overrides: list[str]) -> None:
@@ -272,14 +302,42 @@ def format_status(status: SweepStatus) -> str:
         lines.append(f"  ... and {len(bad) - 5} more corrupt runs")
     if bad:
         lines.append("  (a re-run or resubmit trains corrupt runs again; their files are moved aside, not deleted)")
-    redo = sum(status.counts.get(s, 0) for s in NEEDS_RESUBMIT)
-    if redo:
-        why = ", ".join(f"{status.counts[s]} {s}" for s in NEEDS_RESUBMIT if status.counts.get(s))
-        if status.last_local is not None:
-            again = "re-run: " + shlex.join(["sweep", "run", *status.last_local["overrides"]])
-        elif status.latest:
-            again = "resubmit: " + shlex.join(["sweep", "submit", *status.latest["overrides"]])
-        else:
-            again = "re-run the same `sweep run` command"
-        lines.append(f"  {_plural(redo, 'run')} to finish ({why}); {again}")
+    lines += finish_lines(status)
     return "\n".join(lines)
+
+
+def finish_lines(status: SweepStatus) -> list[str]:
+    """How many runs need a re-run or resubmit, why, and the command (for the folder status read)."""
+    redo = sum(status.counts.get(s, 0) for s in NEEDS_RESUBMIT) + len(status.not_started)
+    if not redo:
+        return []
+    why = [f"{status.counts[s]} {s}" for s in NEEDS_RESUBMIT if status.counts.get(s)]
+    why += [f"{len(status.not_started)} pending"] if status.not_started else []
+    if status.last_local is not None:
+        again = "re-run: " + shlex.join(["sweep", "run", *in_folder(status.last_local["overrides"], status.sweep)])
+    elif status.latest:
+        again = "resubmit: " + shlex.join(["sweep", "submit", *in_folder(status.latest["overrides"], status.sweep)])
+    else:
+        again = "re-run the same `sweep run` command"
+    return [f"  {_plural(redo, 'run')} to finish ({', '.join(why)}); {again}"]
+
+
+def in_folder(overrides: list[str], sweep: Path) -> list[str]:
+    """The overrides, writing into `sweep`, the folder status was pointed at. A copied or moved sweep
+    keeps the original's overrides (and an experiment names its own sweep_name): a hint that kept
+    them would train into the original folder, not this one."""
+    from sweep.config import Config
+
+    folder = sweep if sweep.name else sweep.resolve()
+    where = {"sweep_name": f"sweep_name={folder.name}",
+             "results_dir": None if folder.parent == Path(Config.results_dir) else f"results_dir={folder.parent}"}
+    out, placed = [], set()
+    for o in overrides:
+        key = o.split("=", 1)[0].lstrip("+~")
+        if key not in where:
+            out.append(o)
+            continue
+        if key not in placed and where[key]:  # in its place; a repeated one is dropped
+            out.append(where[key])
+        placed.add(key)
+    return out + [o for key, o in where.items() if o and key not in placed]
