@@ -57,6 +57,7 @@ def measure(name: str, steps: int) -> dict:
     sys.path.insert(0, os.path.dirname(__file__))
     from model_step_time import make_step, timed_steps
 
+    from sweep.cohort_memory import fit_to_budget
     from sweep.engine import CohortTrainer, plan_cohort
     from sweep.grid import compose
     from sweep.workload import build_workload
@@ -72,7 +73,8 @@ def measure(name: str, steps: int) -> dict:
     _, times, _ = timed_steps(make_step(w.model), params, x, y, steps)
     bare_s = statistics.median(times)
     # engine: the cohort program
-    tr = CohortTrainer(w, plan_cohort([cfg]), chunk=steps)
+    _, microbatches = fit_to_budget(w, cfg, [cfg])  # as `sweep run` trains it (memory.train_mib)
+    tr = CohortTrainer(w, plan_cohort([cfg]), chunk=steps, train_microbatches=microbatches)
     carry = tr.initial_state()
     chunk = tr._chunk_fn()
     off = jnp.zeros(tr.steps + 1, bool)
@@ -93,7 +95,7 @@ def measure(name: str, steps: int) -> dict:
     hvps = int(out["hvps"][0][0])
     return {"model": MODELS[name][0], "bare_step_s": bare_s, "engine_step_s": engine_s,
             "ratio": engine_s / bare_s, "chunk_compile_s": tr.compile_s.get("chunk", float("nan")),
-            "first_chunk_s": first_s, "probe_microbatch": tr.probe_microbatch,
+            "first_chunk_s": first_s, "probe_microbatch": tr.probe_microbatch, "train_microbatches": microbatches,
             "probe_batch": int(w.data.x_probe.shape[0]), "hvps": hvps,
             "probe_s_per_hvp": probe_s / max(hvps, 1),
             "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
@@ -112,8 +114,8 @@ def main() -> None:
 
     print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}, {os.cpu_count()} CPUs, "
           f"SWEEP_CONV={os.environ.get('SWEEP_CONV', 'auto')}, load average {os.getloadavg()[0]:.2f}", flush=True)
-    print("| model | bare step | engine step | ratio | chunk compile | probe (batch / micro-batch) | "
-          "s per HVP | peak RSS |")
+    print("| model | bare step | engine step (train micro-batches) | ratio | chunk compile | "
+          "probe (batch / micro-batch) | s per HVP | peak RSS |")
     print("|---|---|---|---|---|---|---|---|")
     for name in args.models:
         out = subprocess.run([sys.executable, __file__, "--one", name, "--steps", str(args.steps)],
@@ -122,7 +124,7 @@ def main() -> None:
             print(f"| {MODELS[name][0]} | failed: {out.stderr.strip().splitlines()[-1:]} |", flush=True)
             continue
         r = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"| {r['model']} | {r['bare_step_s']:.3f} s | {r['engine_step_s']:.3f} s | **{r['ratio']:.2f}x** | "
+        print(f"| {r['model']} | {r['bare_step_s']:.3f} s | {r['engine_step_s']:.3f} s ({r['train_microbatches']}) | **{r['ratio']:.2f}x** | "
               f"{r['chunk_compile_s']:.1f} s | {r['probe_batch']} / {r['probe_microbatch']} | "
               f"{r['probe_s_per_hvp']:.2f} s ({r['hvps']} HVPs) | {r['peak_rss_gb']:.2f} GB |", flush=True)
 

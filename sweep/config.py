@@ -314,7 +314,9 @@ class MemoryConfig:
     (sweep/runtime.py); 0: whole batches.
     train_mib: what the members of a cohort that train together may keep (their activations for the
     backward pass); a cohort that needs more trains in equal parts, one after another
-    (sweep/cohort_memory.py). null: 1/4 of a CPU host's memory, 3/4 of an accelerator's; 0: no limit."""
+    (sweep/cohort_memory.py), and a member that does not fit alone trains on equal micro-batches of
+    its minibatch. null: the lesser of 1 GiB and 1/4 of a CPU host's memory, 3/4 of an accelerator's;
+    0: no limit."""
 
     budget_mib: Optional[float] = None
     train_mib: Optional[float] = None

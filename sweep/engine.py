@@ -265,7 +265,7 @@ class CohortTrainer:
         over the probe interval, at CHUNK_FLOPS_PER_S) to
         take longer than CHUNK_SECONDS, so the progress bar and checkpoints move (WRN-16-4: 2)."""
         x0, y0 = self.w.data.x_train[:1], self.w.data.y_train[:1]
-        shapes = jax.eval_shape(lambda: self.w.model.init(jax.random.PRNGKey(0), self.w.prepare(x0))["params"])
+        shapes = self.w.param_shapes()
         try:
             cost = jax.jit(lambda p, x, y: self.w.loss_and_accuracy(p, x, y)[0]).lower(shapes, x0, y0).cost_analysis()
             flops = float((cost or {}).get("flops", 0.0))
@@ -407,8 +407,7 @@ class CohortTrainer:
         (make_jaxpr, nothing runs); an HVP keeps ~3x a forward pass's values."""
         d = self.w.data
         n = int(d.x_probe.shape[0])
-        x0 = self.w.prepare(d.x_train[:2])
-        shapes = jax.eval_shape(lambda: self.w.model.init(jax.random.PRNGKey(0), x0)["params"])
+        shapes = self.w.param_shapes()
         fwd = [curvature.activation_bytes(lambda p, x, y: self.w.loss_and_accuracy(p, x, y)[0], shapes,
                                           d.x_probe[:b], d.y_probe[:b]) for b in (1, 2)]
         per_example = max(fwd[1] - fwd[0], 1)

@@ -111,9 +111,21 @@ class Figure:
         number = self.name.removeprefix("fig")
         head = self.source or (f"Kalra & Barkeshli Fig. {number}" if number.isdigit() else self.name)
         text = f"{head} · {scale}: {s.reductions}"
-        if science_overrides(extra):
-            text += " · extra overrides: " + " ".join(shown_overrides(extra))
+        # an extra override of a key the scale sets replaces what the reductions say (model.width=512
+        # under "FCN-4-256"): said as such, so the title does not claim the replaced value
+        scale_keys = {_key(o) for exp in self.experiments for o in s.for_experiment(exp)}
+        shown = shown_overrides(extra)
+        replaced = [o for o in shown if _key(o) in scale_keys]
+        others = [o for o in shown if _key(o) not in scale_keys]
+        if replaced:
+            text += f" · except {' '.join(replaced)} (replacing the {scale} values above)"
+        if others:
+            text += " · extra overrides: " + " ".join(others)
         return text
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
 
 
 PATH_KEYS = ("data.path", "data.train", "data.test", "data.root")

@@ -20,7 +20,7 @@ import pandas as pd
 from sweep import columns, store
 from sweep.claims import Claims
 from sweep.data.base import Dataset, load_dataset
-from sweep.engine import CohortResult, CohortTrainer, minibatch_size
+from sweep.engine import CohortResult, CohortTrainer
 from sweep.resolve import initial_sharpness, resolve_plan  # noqa: F401 - initial_sharpness re-exported
 from sweep.grid import Cohort, RunSpec
 from sweep.identity import lambda0_key, to_dict
@@ -195,7 +195,7 @@ def _train_and_record(runs: list[RunSpec], sweep: Path, progress: Optional[Calla
     """Train the runs (in equal parts, one after another, when all of them at once would not fit
     the training memory budget: sweep/cohort_memory.py) and write their records."""
     from sweep.checkpoint import cohort_checkpoint_dir
-    from sweep.cohort_memory import member_train_bytes, split_to_fit, train_budget_bytes, train_microbatches
+    from sweep.cohort_memory import fit_to_budget
 
     cfgs = [r.cfg for r in runs]
     t0 = time.perf_counter()
@@ -206,10 +206,7 @@ def _train_and_record(runs: list[RunSpec], sweep: Path, progress: Optional[Calla
         configure_jax()
         ensure_float64(cfgs)
         workload = build_workload(cfgs[0], dataset)
-        batch = minibatch_size(cfgs[0], int(workload.data.x_train.shape[0]))
-        member_bytes, budget = member_train_bytes(workload, batch), train_budget_bytes(cfgs[0])
-        parts = split_to_fit(runs, member_bytes, budget)
-        microbatches = train_microbatches(member_bytes, budget, batch)
+        parts, microbatches = fit_to_budget(workload, cfgs[0], runs)
     except Exception as exc:  # noqa: BLE001 - recorded, then re-raised
         exc.error_records_written = write_error_records(runs, sweep, exc)  # type: ignore[attr-defined]
         raise

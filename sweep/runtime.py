@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Optional
 
 _configured = False
 
@@ -70,13 +71,25 @@ def memory_budget_bytes(cfg: object) -> int:
     legacy = int((probe.get("microbatch_bytes", 0) if probe is not None else 0) or 0)
     if legacy > 0:
         return legacy
-    memory = cfg.get("memory", None) if hasattr(cfg, "get") else None
-    mib = memory.get("budget_mib", None) if memory is not None else None
-    if mib is not None:
-        if float(mib) <= 0:
-            return 0  # no split: whole batches
-        return max(int(float(mib) * 2**20), 1)
+    set_bytes = memory_setting_bytes(cfg, "budget_mib")
+    if set_bytes is not None:
+        return set_bytes  # 0: no split, whole batches
     import jax
 
     cap = DEFAULT_BUDGET_CAP.get(jax.default_backend(), DEFAULT_BUDGET_CAP_ACCELERATOR)
-    return min(cap, device_memory_bytes() // DEFAULT_BUDGET_FRACTION)
+    return default_budget(1 / DEFAULT_BUDGET_FRACTION, cap)
+
+
+def memory_setting_bytes(cfg: object, key: str) -> Optional[int]:
+    """`memory.<key>` (MiB) in bytes: None when unset (the default applies), 0 for a value <= 0
+    (no limit), at least 1 byte otherwise."""
+    memory = cfg.get("memory", None) if hasattr(cfg, "get") else None
+    mib = memory.get(key, None) if memory is not None else None
+    if mib is None:
+        return None
+    return max(int(float(mib) * 2**20), 1) if float(mib) > 0 else 0
+
+
+def default_budget(fraction: float, cap: Optional[int]) -> int:
+    """A default memory budget: `fraction` of the device's memory, at most `cap` bytes (None: no cap)."""
+    return int(min(device_memory_bytes() * fraction, cap if cap is not None else float("inf")))

@@ -98,6 +98,12 @@ class Workload:
     def num_classes(self) -> int:
         return self.dataset.num_classes
 
+    def param_shapes(self) -> Any:
+        """The model's parameters as shapes and dtypes only (traced, nothing computed): what cost
+        and memory estimates lower their programs with."""
+        x0 = self.prepare(self.data.x_train[:1])
+        return jax.eval_shape(lambda: self.model.init(jax.random.PRNGKey(0), x0)["params"])
+
     def prepare(self, x: jax.Array) -> jax.Array:
         """uint8 images -> standardized float32, inside the step (images stay uint8 on device).
         Float inputs were standardized on the host when loaded (sweep.data.base.load_dataset)."""

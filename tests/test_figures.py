@@ -261,3 +261,11 @@ def test_overrides_may_follow_an_option(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["figures", "fig1", "--dry-run", *NPZ, "--no-such-option"])
     assert "unrecognized arguments: --no-such-option" in capsys.readouterr().err
+
+
+def test_title_says_which_quick_values_an_extra_override_replaces():
+    title = FIGURES["fig12"].title("quick", ["data=npz", "data.path=/home/me/data/cifar10_subset.npz",
+                                             "model.width=512", "warmup=64", "optimizer.momentum=0.0,0.9"])
+    assert "except model.width=512 warmup=64 (replacing the quick values above)" in title
+    assert title.endswith("extra overrides: data=npz data.path=cifar10_subset.npz optimizer.momentum=0.0,0.9")
+    assert "/home/me" not in title
