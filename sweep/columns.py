@@ -178,5 +178,8 @@ for _col in (
     Column("catapult_searches", _S, "η_c searches", "count", None),
     Column("catapult_forward_passes", _S, "η_c search forward passes", "count", None),
     Column("eta_c_forward_passes", _S, "η_c estimate forward passes", "count", None),
+    # the largest lr a run really used (below the target when warmup > steps; sweep/plan.py): a
+    # measurement, so never a facet (each run has its own)
+    Column("max_lr", _S, "largest learning rate used", "learning rate", None, log_scale=True),
 ):
     register(_col)

@@ -223,10 +223,12 @@ LM_WIKITEXT_QUICK = ("model.depth=2", "model.width=64", "model.heads=2", "model.
 LM_PHASE_QUICK = (*LM_WIKITEXT_QUICK, "batch_size=32", "steps=200", "warmup=1,8,64", "extend.until_divergence=false",
                   "probe.every=100")
 LM_PHASE_QUICK_TEXT = "LM-2-64, context 32, 2000 WikiText-2 windows, B=32, 200 steps, T_wrm 1,8,64"
+# The probes are most of an LM trajectory figure's time (256 windows, every step to 32: 60 min for
+# fig17), so 128 windows, every step to 16, then every 12.
 LM_TRAJ_QUICK = (*LM_WIKITEXT_QUICK, "batch_size=64", "steps=200", "warmup=1,16,64", "probe.dtype=float32",
-                 "probe.batch_size=256", "probe.dense_steps=32", "probe.every=12")
+                 "probe.batch_size=128", "probe.dense_steps=16", "probe.every=12")
 LM_TRAJ_QUICK_TEXT = ("LM-2-64, context 32, 2000 WikiText-2 windows, B=64, 200 steps, T_wrm 1,16,64, "
-                      "float32 sharpness on 256 windows")
+                      "float32 sharpness on 128 windows (every step to 16, then every 12)")
 # Adam probes two curvatures (sharpness and preconditioned sharpness), so fewer, smaller probes keep it near 30 min.
 LM_ADAM_TRAJ_QUICK = (*LM_TRAJ_QUICK, "probe.batch_size=128", "probe.dense_steps=8", "probe.every=25")
 LM_ADAM_TRAJ_QUICK_TEXT = ("LM-2-64, context 32, 2000 WikiText-2 windows, B=64, 200 steps, T_wrm 1,16,64, "
@@ -355,7 +357,7 @@ _FIGURES = (
     Figure("fig17", "LM SGD trajectories: Pre-LN sharpens from a flat start; without the last LayerNorm it starts "
            "~100x sharper and reduces sharpness",
            ("fig17_pre_ln", "fig17_no_final_ln"), _traj("model.norm"),
-           _quick(LM_TRAJ_QUICK, LM_TRAJ_QUICK_TEXT, 60),
+           _quick(LM_TRAJ_QUICK, LM_TRAJ_QUICK_TEXT, 20),
            paper="LM-4-128 ctx 64, WikiText-2, SGD B=512, Pre-LN 5.65/lambda0, no final LN 8/lambda0, 2000 steps"),
     Figure("fig18", "LM Adam trajectories: preconditioned sharpness falls early despite a flat start",
            ("fig18",), _traj(""),

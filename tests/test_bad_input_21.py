@@ -213,3 +213,14 @@ def test_hydra_entry_point_prints_no_tpu_backend_line(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "Launching 1 jobs" in res.stdout + res.stderr
     assert "backend 'tpu'" not in res.stdout + res.stderr
+
+
+def test_max_lr_is_a_measurement_not_a_facet():
+    import pandas as pd
+
+    from sweep import plot
+
+    assert "max_lr" in plot.not_facets()
+    df = pd.DataFrame({"param": ["sp", "sp", "mup"], "max_lr": [0.1, 0.2, 0.3], "lr": [0.1, 0.2, 0.3],
+                       "warmup": [1, 1, 1]})
+    assert plot.default_facets(df) == ["param"]
