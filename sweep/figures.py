@@ -357,7 +357,7 @@ _FIGURES = (
     Figure("fig17", "LM SGD trajectories: Pre-LN sharpens from a flat start; without the last LayerNorm it starts "
            "~100x sharper and reduces sharpness",
            ("fig17_pre_ln", "fig17_no_final_ln"), _traj("model.norm"),
-           _quick(LM_TRAJ_QUICK, LM_TRAJ_QUICK_TEXT, 20),
+           _quick(LM_TRAJ_QUICK, LM_TRAJ_QUICK_TEXT, 30),
            paper="LM-4-128 ctx 64, WikiText-2, SGD B=512, Pre-LN 5.65/lambda0, no final LN 8/lambda0, 2000 steps"),
     Figure("fig18", "LM Adam trajectories: preconditioned sharpness falls early despite a flat start",
            ("fig18",), _traj(""),

@@ -164,7 +164,8 @@ def test_damaged_tables_are_rebuilt_from_the_records(tmp_path, capsys, damage):
     elif damage == "index [1]":
         (sweep / agg.INDEX_FILE).write_text("[1]")
     else:
-        (sweep / agg.INDEX_FILE).write_text("{\"version\": 5, \"runs\": {\"r1\": 3}, \"generation\": \"x\"}")
+        (sweep / agg.INDEX_FILE).write_text(json.dumps({"version": agg.INDEX_VERSION, "runs": {"r1": 3},
+                                                        "generation": "x"}))
     assert main(["aggregate", str(sweep)]) == 0
     out, err = capsys.readouterr()
     assert "Traceback" not in err and "2 runs" in out
