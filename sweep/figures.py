@@ -182,9 +182,9 @@ ADAM_PROBE_QUICK_TEXT = "float32 sharpness and P^-1 H on 1k of the 5k examples, 
 
 WRN_TRAJ_QUICK = (  # WRN-16-1 trajectories (Figures 15, 16)
     *_CIFAR_QUICK, "batch_size=128", "steps=80", "warmup=1,16,64",
-    "probe.dtype=float32", "probe.batch_size=128", "probe.dense_steps=8", "probe.every=8")
+    "probe.dtype=float32", "probe.batch_size=128", "probe.dense_steps=8", "probe.every=12")
 WRN_TRAJ_QUICK_TEXT = ("WRN-16-1, 5k CIFAR-10, B=128, 80 steps, T_wrm 1,16,64, float32 sharpness on 128 examples "
-                       "(every step to 8, then every 8)")
+                       "(every step to 8, then every 12)")
 
 # Phase diagrams and T_reach on a CPU: a WRN step (and its XLA compile) does not fit a ten-minute
 # budget on two cores, so the quick scale swaps the WRN for FCN-4-256 (the paper: "similar phase
@@ -200,8 +200,8 @@ WRN_PHASE_QUICK_TEXT = ("FCN-4-256 instead of WRN-16-4, 5k subset, 400 steps, lr
 # Figure 3's SP/MSE panel with a real WRN (issue 19): convolutions are fast inside compiled loops
 # now (sweep/models/conv.py), so a reduced WRN grid fits a laptop: WRN-16-1, 60 steps, 6 x 3 cells.
 WRN_PHASE_REAL_QUICK = ("model.widen=1", *_CIFAR_QUICK, "data.augment.mixup=0.0", "loss=mse", "steps=60",
-                        "lr=pow2(0,5)", "warmup=1,8,32", "extend.until_divergence=false", "probe.batch_size=128")
-WRN_PHASE_REAL_QUICK_TEXT = ("WRN-16-1 (not 16-4), 5k CIFAR-10, MSE, 60 steps (not 1e5), lr 2^0..2^5/lambda0 (fixed), "
+                        "lr=pow2(1,5)", "warmup=1,8,32", "extend.until_divergence=false", "probe.batch_size=128")
+WRN_PHASE_REAL_QUICK_TEXT = ("WRN-16-1 (not 16-4), 5k CIFAR-10, MSE, 60 steps (not 1e5), lr 2^1..2^5/lambda0 (fixed), "
                              "T_wrm 1,8,32, no mixup, lambda0 on 128 examples")
 
 WRN_ADAM_QUICK = (  # WRN-16-4 Adam phase diagrams (Figures 22-24): 2^x * 1e-5, x = 4, 6, .., 14
