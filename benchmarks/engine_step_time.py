@@ -76,7 +76,7 @@ def measure(name: str, steps: int) -> dict:
     _, microbatches = fit_to_budget(w, cfg, [cfg])  # as `sweep run` trains it (memory.train_mib)
     tr = CohortTrainer(w, plan_cohort([cfg]), chunk=steps, train_microbatches=microbatches)
     carry = tr.initial_state()
-    chunk = tr._chunk_fn()
+    chunk = tr.chunk_fn()
     off = jnp.zeros(tr.steps + 1, bool)
     t0 = time.perf_counter()
     carry, out = chunk(carry, jnp.asarray(1), w.data, tr.plan.hyper, off, off)
@@ -95,7 +95,7 @@ def measure(name: str, steps: int) -> dict:
     hvps = int(out["hvps"][0][0])
     return {"model": MODELS[name][0], "bare_step_s": bare_s, "engine_step_s": engine_s,
             "ratio": engine_s / bare_s, "chunk_compile_s": tr.compile_s.get("chunk", float("nan")),
-            "first_chunk_s": first_s, "probe_microbatch": tr.probe_microbatch, "train_microbatches": microbatches,
+            "first_chunk_s": first_s, "probe_microbatch": tr.ctx.probe_microbatch, "train_microbatches": microbatches,
             "probe_batch": int(w.data.x_probe.shape[0]), "hvps": hvps,
             "probe_s_per_hvp": probe_s / max(hvps, 1),
             "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}

@@ -138,7 +138,7 @@ def worker_ours(grid_name: str, extra: list[str]) -> dict:
     total = time.perf_counter() - t0
     # steps alone: the same compiled program on one chunk with no probe step (after the timed run)
     tr = trainers[0]
-    fn = tr._chunk_fn()
+    fn = tr.chunk_fn()
     none = jax.numpy.zeros(tr.steps + 1, bool)
     args = (tr.w.data, tr.plan.hyper, none, none) + tuple(getattr(tr, "_program_extra_args", lambda: ())())
     carry = tr.initial_state()
@@ -316,6 +316,7 @@ def _probe_memory(cfgs: list) -> dict:
     import jax.numpy as jnp
 
     from sweep.engine import CohortTrainer, plan_cohort
+    from sweep.member_probe import probe_member
     from sweep.runner import dataset_for
     from sweep.workload import build_workload
 
@@ -323,14 +324,14 @@ def _probe_memory(cfgs: list) -> dict:
     tr = CohortTrainer(w, plan_cohort(cfgs))
     m = jax.tree.map(lambda a: a[0], tr.init_members())
     h = jax.tree.map(lambda a: a[0], tr.plan.hyper)
-    nu = jax.tree.map(jnp.zeros_like, m.params) if tr.do_precond else None
-    fn = jax.jit(lambda m, h, d, nu: tr._probe_member(m, h, d, nu, jnp.asarray(True), jnp.asarray(5)))
-    with tr._bound(tr.consts):
-        t0 = time.perf_counter()
-        compiled = fn.lower(m, h, w.data, nu).compile()
-        secs = time.perf_counter() - t0
+    ctx = tr.ctx.bind(tr.consts)
+    nu = jax.tree.map(jnp.zeros_like, m.params) if ctx.do_precond else None
+    fn = jax.jit(lambda m, h, d, nu: probe_member(ctx, m, h, d, nu, jnp.asarray(True), jnp.asarray(5)))
+    t0 = time.perf_counter()
+    compiled = fn.lower(m, h, w.data, nu).compile()
+    secs = time.perf_counter() - t0
     mem = compiled.memory_analysis()
-    res = {"probe_batch": int(w.data.x_probe.shape[0]), "microbatch": int(tr.probe_microbatch),
+    res = {"probe_batch": int(w.data.x_probe.shape[0]), "microbatch": int(ctx.probe_microbatch),
            "compile_s": secs}
     if mem is not None:
         res.update(temp_mb=mem.temp_size_in_bytes / 2**20, argument_mb=mem.argument_size_in_bytes / 2**20)

@@ -17,6 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from sweep.engine import CohortTrainer, plan_cohort
+from sweep.member_probe import probe_member
+from sweep.member_step import train_member
 from sweep.grid import compose
 from sweep.runner import dataset_for
 from sweep.workload import build_workload
@@ -41,10 +43,11 @@ def measure(overrides: list[str], k: int, repeat: int) -> dict:
     bs = tr.batch
     x, y = d.x_train[:bs], d.y_train[:bs]
 
-    step = jax.jit(jax.vmap(tr._train_member, in_axes=(0, 0, None, None, None)))
+    ctx = tr.ctx.bind(tr.consts)  # the constants as Python values (the engine passes them as data)
+    step = jax.jit(jax.vmap(lambda m, hh, x, y, s: train_member(ctx, m, hh, x, y, s), in_axes=(0, 0, None, None, None)))
     s_step = _time(lambda m: step(m, h, x, y, jnp.asarray(0, jnp.int32))[1], members, repeat=repeat)
 
-    probe = jax.jit(jax.vmap(tr._probe_member, in_axes=(0, 0, None, None, None, None)))
+    probe = jax.jit(jax.vmap(lambda *a: probe_member(ctx, *a), in_axes=(0, 0, None, None, None, None)))
     no_eval, step0 = jnp.asarray(False), jnp.asarray(5, jnp.int32)
     cold = lambda m: probe(m, h, d, None, no_eval, step0)  # noqa: E731
     s_cold = _time(lambda m: cold(m)[0].sharpness, members, repeat=repeat)
@@ -58,7 +61,7 @@ def measure(overrides: list[str], k: int, repeat: int) -> dict:
     s_warm = _time(lambda m: cold(m)[0].sharpness, warm_members, repeat=repeat)
     warm_out, _, _ = cold(warm_members)
     # probe.members=map: one member after another (the CPU default)
-    mapped = jax.jit(lambda ms: jax.lax.map(lambda a: tr._probe_member(a[0], a[1], d, None, no_eval, step0),
+    mapped = jax.jit(lambda ms: jax.lax.map(lambda a: probe_member(ctx, a[0], a[1], d, None, no_eval, step0),
                                             (ms, h))[0].sharpness)
     s_map = _time(mapped, members, repeat=repeat)
     return {"k": k, "s_step": s_step, "s_cold": s_cold, "hvps_cold": int(np.max(out.hvps)),

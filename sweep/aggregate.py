@@ -33,7 +33,8 @@ TRACES_FILE = "traces.parquet"
 INDEX_FILE = ".aggregate_index.json"
 LOCK_FILE = ".aggregate.lock"
 GENERATION_KEY = b"sweep.generation"  # parquet schema metadata: which index a table was written with
-INDEX_VERSION = 6  # 2: columns from sweep/columns.py; 3: augment; 4: data_file; 5: generation ids; 6: setting
+INDEX_VERSION = 7  # 2: columns from sweep/columns.py; 3: augment; 4: data_file; 5: generation ids; 6: setting;
+# 7: lr_unit decoded (lambda0 | absolute)
 
 REQUIRED_RECORD_KEYS = store.REQUIRED_RECORD_KEYS
 # Measured columns come from the registry (sweep/columns.py): every registered summary metric is a
@@ -75,7 +76,7 @@ def standard_columns(config: dict[str, Any]) -> dict[str, Any]:
         "model": sub("model"), "param": sub("param"), "optimizer": sub("optimizer"),
         "loss": config.get("loss"), "data": sub("data"), "warmup": config.get("warmup"),
         "batch_size": config.get("batch_size"), "seed": config.get("seed"),
-        "lr_unit": config.get("lr_unit"), "lr_init": config.get("lr_init"), "steps": config.get("steps"),
+        "lr_unit": lr_unit_name(config.get("lr_unit")), "lr_init": config.get("lr_init"), "steps": config.get("steps"),
         "decay": config.get("decay"),
     }
     for key in ("momentum", "b1"):
@@ -86,6 +87,12 @@ def standard_columns(config: dict[str, Any]) -> dict[str, Any]:
     # the file a generic loader read (npz: "cifar10_subset.npz"), so titles can say which data set it is
     columns["data_file"] = data_file(data)
     return columns
+
+
+def lr_unit_name(lr_unit: Any) -> str:
+    """The one place a stored `lr_unit` is decoded for the tables: "lambda0" (lr x 1/lambda0,
+    lr_unit=sharpness) or "absolute". Status and plots read this column, never the config."""
+    return "lambda0" if in_lambda0_units(lr_unit) else "absolute"
 
 
 def data_file(data: dict[str, Any]) -> Any:
@@ -129,8 +136,7 @@ def summary_row(record: dict[str, Any]) -> dict[str, Any]:
     row["lr"], row["lr_over_lambda0"] = summary.get("lr"), summary.get("lr_units_of_lambda0")
     if row["lr"] is None and row["lr_over_lambda0"] is None:  # error records carry no summary
         configured = record["config"].get("lr")
-        in_lambda0 = in_lambda0_units(record["config"].get("lr_unit"))
-        row["lr_over_lambda0" if in_lambda0 else "lr"] = configured
+        row["lr_over_lambda0" if row["lr_unit"] == "lambda0" else "lr"] = configured
     if summary.get("lr_init") is not None:
         row["lr_init"] = summary["lr_init"]  # absolute, like lr
     for key in SUMMARY_METRICS:

@@ -57,12 +57,18 @@ def _env_float(name: str, default: float) -> float:
         return default
 
 
-def slurm_job() -> Optional[str]:
-    """This process's SLURM job as sacct names it ('123_4' for array tasks), or None."""
-    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
-    if array and task:
-        return f"{array}_{task}"
-    return os.environ.get("SLURM_JOB_ID") or None
+def scheduler_job() -> Optional[str]:
+    """The scheduler job this process runs in ('123_4' for a SLURM array task), or None
+    (sweep/dispatch/backends.py: the backend that knows it)."""
+    from sweep.dispatch.backends import current_job
+
+    return current_job()[1]
+
+
+def scheduler_backend() -> Optional[str]:
+    from sweep.dispatch.backends import current_job
+
+    return current_job()[0]
 
 
 def submitit_log() -> Optional[str]:
@@ -107,7 +113,8 @@ class Owner:
     host: str = field(default_factory=socket.gethostname)
     pid: int = field(default_factory=os.getpid)
     start: Optional[str] = None
-    job: Optional[str] = field(default_factory=slurm_job)
+    job: Optional[str] = field(default_factory=scheduler_job)
+    backend: Optional[str] = field(default_factory=scheduler_backend)  # whose job `job` is
     token: str = field(default_factory=lambda: secrets.token_hex(8))
     log: Optional[str] = field(default_factory=submitit_log)
 
@@ -116,7 +123,7 @@ class Owner:
             self.start = _proc_start(self.pid)
 
     def describe(self) -> str:
-        return _describe(self.__dict__)
+        return describe_owner(self.__dict__)
 
 
 class Claims:
@@ -208,10 +215,10 @@ class Claims:
                 self._take_over(path)  # our own previous incarnation (a requeued SLURM task)
                 continue
             if self.owner_gone(path, info) is None:
-                self.busy[run_id] = _describe(info)
+                self.busy[run_id] = describe_owner(info)
                 return False
             self._break(path, info)
-        self.busy[run_id] = _describe(read_claim(path))
+        self.busy[run_id] = describe_owner(read_claim(path))
         return False
 
     def claim_all(self, run_ids: Iterable[str]) -> list[str]:
@@ -325,19 +332,20 @@ class Claims:
                 return None
         job = info.get("job")
         if job:
-            state = self._job_state(job)
+            backend = info.get("backend") or "slurm"  # claims written before the field: SLURM's
+            state = self._job_state(backend, job)
             if state is not None and not _job_active(state):
-                return f"its SLURM job {job} is {state}"
+                return f"its {_backend_display(backend)} job {job} is {state}"
         if age > self.stale_s:
             return f"no heartbeat for {age:.0f} s"
         return None
 
-    def _job_state(self, job: str) -> Optional[str]:
+    def _job_state(self, backend: str, job: str) -> Optional[str]:
         if self._job_states is None or job not in self._job_states:
             try:
-                from sweep.dispatch.jobs import slurm_states
+                from sweep.dispatch.backends import get
 
-                self._job_states = {**(self._job_states or {}), **slurm_states([job])}
+                self._job_states = {**(self._job_states or {}), **(get(backend).job_states([job]) or {})}
             except Exception:  # noqa: BLE001 - no SLURM here: fall back to the heartbeat
                 self._job_states = {**(self._job_states or {}), job: None}  # type: ignore[dict-item]
         return self._job_states.get(job)
@@ -379,11 +387,18 @@ def read_claim(path: Path) -> Optional[dict]:
     return data if isinstance(data, dict) else None
 
 
-def _describe(info: Optional[dict]) -> str:
+def describe_owner(info: Optional[dict]) -> str:
     if not info:
         return "another process"
     job = info.get("job")
-    return f"{info.get('host', '?')} pid {info.get('pid', '?')}" + (f", SLURM job {job}" if job else "")
+    backend = _backend_display(info.get("backend") or "slurm")
+    return f"{info.get('host', '?')} pid {info.get('pid', '?')}" + (f", {backend} job {job}" if job else "")
+
+
+def _backend_display(name: str) -> str:
+    from sweep.dispatch.backends import BACKENDS
+
+    return BACKENDS[name].display if name in BACKENDS else name
 
 
 def live_progress(sweep: Path) -> list[dict]:

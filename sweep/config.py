@@ -13,7 +13,10 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from sweep import optimizers
 from sweep.errors import ConfigError  # noqa: F401  (raised here; importable from here as before)
+from sweep.optimizers import (AdamConfig, GIAdamConfig, OptimizerConfig, RIAdamConfig,  # noqa: F401 - re-exported
+                              SGDConfig)
 
 
 def added(default: Any) -> Any:
@@ -61,6 +64,11 @@ class LrUnit(str, Enum):
 class ModelConfig:
     name: str = MISSING
 
+    @staticmethod
+    def checks(cfg: Any) -> list[tuple[bool, str]]:
+        """(ok, one-line message) of this model's keys (config.validate runs them)."""
+        return []
+
 
 @dataclass
 class FCNConfig(ModelConfig):
@@ -72,6 +80,14 @@ class FCNConfig(ModelConfig):
     activation: str = "relu"
     use_bias: bool = True
 
+    @staticmethod
+    def checks(cfg: Any) -> list[tuple[bool, str]]:
+        m = cfg.model
+        return [(m.depth >= 1, f"model.depth={m.depth}: must be >= 1"),
+                (m.width >= 1, f"model.width={m.width}: must be >= 1"),
+                (m.activation in ("relu", "tanh", "linear", "gelu"),
+                 f"model.activation={m.activation}: allowed relu, tanh, gelu, linear")]
+
 
 @dataclass
 class WRNConfig(ModelConfig):
@@ -82,6 +98,13 @@ class WRNConfig(ModelConfig):
     widen: int = 4
     stem_channels: int = 16
     activation: str = "relu"
+
+    @staticmethod
+    def checks(cfg: Any) -> list[tuple[bool, str]]:
+        m = cfg.model
+        return [*((m[key] >= 1, f"model.{key}={m[key]}: must be >= 1") for key in ("widen", "stem_channels")),
+                ((m.depth - 4) % 6 == 0 and m.depth >= 10,
+                 f"model.depth={m.depth}: a WRN depth is 6*n+4 (10, 16, 22, 28, ...)")]
 
 
 @dataclass
@@ -95,6 +118,19 @@ class TransformerConfig(ModelConfig):
     context: int = 64
     norm: str = "pre_ln"  # pre_ln | post_ln | pre_ln_no_final
     mlp_ratio: int = 4
+
+    @staticmethod
+    def checks(cfg: Any) -> list[tuple[bool, str]]:
+        m = cfg.model
+        out = [(m[key] >= 1, f"model.{key}={m[key]}: must be >= 1")
+               for key in ("depth", "width", "heads", "context", "mlp_ratio")]
+        out += [(m.norm in ("pre_ln", "post_ln", "pre_ln_no_final"),
+                 f"model.norm={m.norm}: allowed pre_ln, post_ln, pre_ln_no_final"),
+                (m.heads < 1 or m.width % m.heads == 0, f"model.width={m.width} is not divisible by model.heads={m.heads}")]
+        if cfg.data.name in ("wikitext2", "text"):
+            out.append((m.context == cfg.data.context,
+                        f"model.context={m.context} != data.context={cfg.data.context}: set both to the same length"))
+        return out
 
 
 # ----------------------------------------------------------------------------- parameterization
@@ -115,52 +151,7 @@ class ParamConfig:
 
 
 # ----------------------------------------------------------------------------- optimizers
-@dataclass
-class OptimizerConfig:
-    name: str = MISSING
-    clip_norm: Optional[float] = None
-
-
-@dataclass
-class SGDConfig(OptimizerConfig):
-    """SGD; momentum in the paper's form m = g + beta m, theta -= lr m."""
-
-    name: str = "sgd"
-    momentum: float = 0.0
-
-
-@dataclass
-class AdamConfig(OptimizerConfig):
-    name: str = "adam"
-    b1: float = 0.9
-    b2: float = 0.999
-    eps: float = 1e-8
-
-
-@dataclass
-class GIAdamConfig(AdamConfig):
-    """Adam with v0 = g0^2 from the first batch (Section 6.2), bias correction kept."""
-
-    name: str = "gi_adam"
-    # separate: g0 is the gradient of a batch B0 drawn before training and never trained on, so the
-    # first update leaves v_1 = b2 g_B0^2 + (1 - b2) g_B1^2 (the authors' scripts; with it the initial
-    # preconditioned sharpness of FCN SP on CIFAR falls ~100x, as in the paper); update: g0 is the
-    # first update's own gradient, v_1 = g_B1^2 (a reduction of exactly sqrt(1 - b2) where |g| >> eps).
-    v0_batch: str = "separate"
-
-
-@dataclass
-class RIAdamConfig(AdamConfig):
-    """RI-Adam (Appendix I.3, Figure 31): Adam whose second moment starts at a random v0 "with the
-    same norm as the gradients at initialization" -- v0 = |g_B0^2| u / |u|, u_i = z_i^2 with z ~ N(0, 1)
-    drawn from the run's seed (non-negative, as a second moment must be), g_B0 the gradient of the
-    batch GI-Adam seeds from (`v0_batch=separate`). Bias correction kept, as for GI-Adam. The paper
-    does not say which norm or which distribution; these are our choices (docs/figures.md, fig31)."""
-
-    name: str = "ri_adam"
-
-
-ADAPTIVE_OPTIMIZERS = ("adam", "gi_adam", "ri_adam")  # governed by the preconditioned sharpness
+# Optimizer schemas live with their specs (sweep/optimizers.py), re-exported here.
 
 
 # ----------------------------------------------------------------------------- data
@@ -440,7 +431,7 @@ class Config:
 
 MODEL_OPTIONS = {"fcn": FCNConfig, "wrn": WRNConfig, "transformer": TransformerConfig}
 PARAM_OPTIONS = {"sp": ParamConfig(name="sp"), "mup": ParamConfig(name="mup")}
-OPTIMIZER_OPTIONS = {"sgd": SGDConfig, "adam": AdamConfig, "gi_adam": GIAdamConfig, "ri_adam": RIAdamConfig}
+OPTIMIZER_OPTIONS = {name: spec.schema for name, spec in optimizers.SPECS.items()}
 DATA_OPTIONS = {
     "digits": DigitsConfig,
     "npz": NpzConfig,
@@ -559,43 +550,34 @@ def check_required(cfg: Any, pending: Any = ()) -> list[str]:
 
 def validate(cfg: Any, pending: Any = ()) -> None:
     """Reject values the types allow but the physics does not; one clear message each. `pending`:
-    keys without a default that a grid's sweep sets later (check_required)."""
+    keys without a default that a grid's sweep sets later (check_required). Each axis checks its own
+    keys: the run's schedule and outcome here, the probes, the optimizer (its spec), the model (its schema)."""
     if check_required(cfg, pending):
         return  # a grid's base config waiting for its sweep: each cell, every key set, is checked
     bad_float = _non_finite(cfg)
     if bad_float:
         raise ConfigError(f"{bad_float}: every number in a config must be finite")
     _check_location(cfg)
-    checks = [
+    opt = cfg.optimizer
+    checks = [*_run_checks(cfg), *_probe_checks(cfg), *optimizers.get(opt).validate(opt),
+              (opt.clip_norm is None or opt.clip_norm > 0, f"optimizer.clip_norm={opt.clip_norm}: must be > 0 or null"),
+              *MODEL_OPTIONS[cfg.model.name].checks(cfg)]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
+def _run_checks(cfg: Any) -> list[tuple[bool, str]]:
+    """The schedule, data, parameterization, outcome and execution keys."""
+    return [
         (cfg.lr > 0, f"lr={cfg.lr}: the target learning rate must be > 0"),
         (cfg.lr_init >= 0, f"lr_init={cfg.lr_init}: must be >= 0"),
         (cfg.warmup >= 1, f"warmup={cfg.warmup}: must be >= 1 (warmup=1 is a constant learning rate)"),
         (cfg.steps >= 1, f"steps={cfg.steps}: must be >= 1"),
         (cfg.batch_size >= 0, f"batch_size={cfg.batch_size}: must be >= 0 (0 = full batch)"),
         (cfg.decay_rho >= 0, f"decay_rho={cfg.decay_rho}: must be >= 0"),
-        (cfg.probe.every >= 1, f"probe.every={cfg.probe.every}: must be >= 1"),
-        (cfg.probe.batch_size >= 1, f"probe.batch_size={cfg.probe.batch_size}: must be >= 1 (examples measured)"),
-        (cfg.probe.dense_steps >= 0 and cfg.probe.log_points >= 0 and cfg.probe.eval_every >= 0,
-         "probe.dense_steps, probe.log_points and probe.eval_every must be >= 0"),
-        (int(cfg.probe.get("lambda0_batches", 0)) >= 0,
-         f"probe.lambda0_batches={cfg.probe.get('lambda0_batches')}: must be >= 0 (0: the measurement batch)"),
-        (cfg.probe.final_train_examples >= 1,
-         f"probe.final_train_examples={cfg.probe.final_train_examples}: must be >= 1"),
         (cfg.data.subset >= 0, f"data.subset={cfg.data.subset}: must be >= 0 (0 = the whole training set)"),
         (cfg.seed >= 0 and cfg.data_seed >= 0, "seed and data_seed must be >= 0"),
-        (cfg.probe.lanczos_iters >= 2, f"probe.lanczos_iters={cfg.probe.lanczos_iters}: must be >= 2"),
-        (cfg.probe.get("hessian_trace", 0) >= 0,
-         f"probe.hessian_trace={cfg.probe.get('hessian_trace')}: must be >= 0 (probe vectors; 0 = off)"),
-        (cfg.probe.get("grad_cov", 0) == 0 or 2 <= cfg.probe.get("grad_cov", 0) <= cfg.probe.batch_size,
-         f"probe.grad_cov={cfg.probe.get('grad_cov')}: must be 0 (off) or between 2 and probe.batch_size "
-         f"({cfg.probe.batch_size}) examples"),
-        (0 <= cfg.probe.get("ntk_trace", 0) <= cfg.probe.batch_size,
-         f"probe.ntk_trace={cfg.probe.get('ntk_trace')}: must be 0 (off) or between 1 and probe.batch_size "
-         f"({cfg.probe.batch_size}) examples"),
-        (cfg.probe.dtype in ("float32", "float64"), f"probe.dtype={cfg.probe.dtype}: allowed float32, float64"),
-        (cfg.probe.members in ("auto", "vmap", "map"), f"probe.members={cfg.probe.members}: allowed auto, vmap, map"),
-        (cfg.probe.get("lanczos_stop", "residual") in ("residual", "gap"),
-         f"probe.lanczos_stop={cfg.probe.get('lanczos_stop')}: allowed residual, gap"),
         (cfg.param.init_scale > 0, f"param.init_scale={cfg.param.init_scale}: must be > 0"),
         (cfg.param.name in ("sp", "mup"), f"param.name={cfg.param.name}: allowed sp, mup"),
         (cfg.param.truncation in ("jax", "exact"), f"param.truncation={cfg.param.truncation}: allowed jax, exact"),
@@ -628,51 +610,32 @@ def validate(cfg: Any, pending: Any = ()) -> None:
         (cfg.eta_c.max_doublings >= 1 and cfg.eta_c.max_bisections >= 0,
          "eta_c.max_doublings must be >= 1 and eta_c.max_bisections >= 0"),
     ]
-    opt = cfg.optimizer
-    if opt.name == "sgd":
-        checks.append((0 <= opt.momentum < 1, f"optimizer.momentum={opt.momentum}: must be in [0, 1)"))
-    else:
-        checks.append((0 <= opt.b1 < 1, f"optimizer.b1={opt.b1}: must be in [0, 1)"))
-        checks.append((0 <= opt.b2 < 1, f"optimizer.b2={opt.b2}: must be in [0, 1)"))
-        checks.append((opt.eps >= 0, f"optimizer.eps={opt.eps}: must be >= 0"))
-        if opt.name == "gi_adam":
-            checks.append((opt.v0_batch in ("separate", "update"),
-                           f"optimizer.v0_batch={opt.v0_batch}: allowed separate, update"))
-    if opt.clip_norm is not None:
-        checks.append((opt.clip_norm > 0, f"optimizer.clip_norm={opt.clip_norm}: must be > 0 or null"))
-    if cfg.model.name == "fcn":
-        checks.append((cfg.model.depth >= 1, f"model.depth={cfg.model.depth}: must be >= 1"))
-        checks.append((cfg.model.width >= 1, f"model.width={cfg.model.width}: must be >= 1"))
-        checks.append(
-            (cfg.model.activation in ("relu", "tanh", "linear", "gelu"),
-             f"model.activation={cfg.model.activation}: allowed relu, tanh, gelu, linear")
-        )
-    if cfg.model.name == "transformer":
-        for key in ("depth", "width", "heads", "context", "mlp_ratio"):
-            checks.append((cfg.model[key] >= 1, f"model.{key}={cfg.model[key]}: must be >= 1"))
-        checks.append(
-            (cfg.model.norm in ("pre_ln", "post_ln", "pre_ln_no_final"),
-             f"model.norm={cfg.model.norm}: allowed pre_ln, post_ln, pre_ln_no_final")
-        )
-        checks.append(
-            (cfg.model.heads < 1 or cfg.model.width % cfg.model.heads == 0,
-             f"model.width={cfg.model.width} is not divisible by model.heads={cfg.model.heads}")
-        )
-    if cfg.model.name == "transformer" and cfg.data.name in ("wikitext2", "text"):
-        checks.append(
-            (cfg.model.context == cfg.data.context,
-             f"model.context={cfg.model.context} != data.context={cfg.data.context}: set both to the same length")
-        )
-    if cfg.model.name == "wrn":
-        for key in ("widen", "stem_channels"):
-            checks.append((cfg.model[key] >= 1, f"model.{key}={cfg.model[key]}: must be >= 1"))
-        checks.append(
-            ((cfg.model.depth - 4) % 6 == 0 and cfg.model.depth >= 10,
-             f"model.depth={cfg.model.depth}: a WRN depth is 6*n+4 (10, 16, 22, 28, ...)")
-        )
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(message)
+
+
+def _probe_checks(cfg: Any) -> list[tuple[bool, str]]:
+    p = cfg.probe
+    return [
+        (p.every >= 1, f"probe.every={p.every}: must be >= 1"),
+        (p.batch_size >= 1, f"probe.batch_size={p.batch_size}: must be >= 1 (examples measured)"),
+        (p.dense_steps >= 0 and p.log_points >= 0 and p.eval_every >= 0,
+         "probe.dense_steps, probe.log_points and probe.eval_every must be >= 0"),
+        (int(p.get("lambda0_batches", 0)) >= 0,
+         f"probe.lambda0_batches={p.get('lambda0_batches')}: must be >= 0 (0: the measurement batch)"),
+        (p.final_train_examples >= 1, f"probe.final_train_examples={p.final_train_examples}: must be >= 1"),
+        (p.lanczos_iters >= 2, f"probe.lanczos_iters={p.lanczos_iters}: must be >= 2"),
+        (p.get("hessian_trace", 0) >= 0,
+         f"probe.hessian_trace={p.get('hessian_trace')}: must be >= 0 (probe vectors; 0 = off)"),
+        (p.get("grad_cov", 0) == 0 or 2 <= p.get("grad_cov", 0) <= p.batch_size,
+         f"probe.grad_cov={p.get('grad_cov')}: must be 0 (off) or between 2 and probe.batch_size "
+         f"({p.batch_size}) examples"),
+        (0 <= p.get("ntk_trace", 0) <= p.batch_size,
+         f"probe.ntk_trace={p.get('ntk_trace')}: must be 0 (off) or between 1 and probe.batch_size "
+         f"({p.batch_size}) examples"),
+        (p.dtype in ("float32", "float64"), f"probe.dtype={p.dtype}: allowed float32, float64"),
+        (p.members in ("auto", "vmap", "map"), f"probe.members={p.members}: allowed auto, vmap, map"),
+        (p.get("lanczos_stop", "residual") in ("residual", "gap"),
+         f"probe.lanczos_stop={p.get('lanczos_stop')}: allowed residual, gap"),
+    ]
 
 
 def from_dict(stored: dict) -> Any:

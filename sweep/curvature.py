@@ -26,6 +26,51 @@ def hvp(loss_of_flat: Callable[[jax.Array], jax.Array], x: jax.Array, v: jax.Arr
     return jax.jvp(jax.grad(loss_of_flat), (x,), (v,))[1]
 
 
+class _LanczosState(NamedTuple):
+    j: jax.Array
+    basis: jax.Array  # (m + 1, n)
+    alpha: jax.Array  # (m,)
+    beta: jax.Array  # (m,)
+    theta: jax.Array
+    s: jax.Array  # (m,) top eigenvector of T
+    residual: jax.Array
+    done: jax.Array
+
+
+def _ritz(alpha: jax.Array, beta: jax.Array, j: jax.Array):
+    """(top Ritz value, its eigenvector of T, second Ritz value) of the first j + 1 Lanczos steps."""
+    m, dtype = alpha.shape[0], alpha.dtype
+    idx = jnp.arange(m)
+    used = idx <= j
+    off = jnp.where(idx[:-1] < j, beta[:-1], 0.0)
+    # padding strictly below every Ritz value of the used block (Gershgorin), so that the two
+    # largest eigenvalues of the padded matrix are the block's two largest Ritz values
+    radius = jnp.concatenate([jnp.abs(off), jnp.zeros((1,), dtype)]) + jnp.concatenate(
+        [jnp.zeros((1,), dtype), jnp.abs(off)])
+    low = jnp.min(jnp.where(used, alpha - radius, jnp.inf))
+    diag = jnp.where(used, alpha, low - 1.0 - jnp.abs(low))
+    t = jnp.diag(diag) + jnp.diag(off, 1) + jnp.diag(off, -1)
+    evals, evecs = jnp.linalg.eigh(t)
+    return evals[-1], evecs[:, -1], evals[max(m - 2, 0)]
+
+
+def _error_bound(stop: str, r: jax.Array, theta: jax.Array, theta2: jax.Array, j: jax.Array,
+                 gap_safety: float, gap_after: int) -> jax.Array:
+    """What the stopping test compares with tol * |theta|. residual (the rule before issue 12):
+    r, the Ritz residual (some eigenvalue lies within r of theta). gap: also, from the third
+    HVP on, gap_safety * r^2 / (theta - theta2), whichever is smaller (Kato-Temple: lambda_1 -
+    theta <= r^2 / (theta - lambda_2), the second Ritz value theta2 standing in for lambda_2;
+    theta2 <= lambda_2, so the Ritz gap overestimates the true one, most with few HVPs: on
+    FCN-4-512 training trajectories whose top two eigenvalues are 1-3.5% apart, the bare rule
+    from the second HVP on stopped up to 5.5x tol off, hence the third HVP and the safety;
+    it can still stop on lambda_2 when lambda_1 is nearly absent from the start vector)."""
+    if stop == "residual":
+        return r
+    gap = theta - theta2
+    quad = gap_safety * r * r / jnp.maximum(gap, jnp.finfo(r.dtype).tiny)
+    return jnp.where((j + 1 >= gap_after) & (gap > 0), jnp.minimum(r, quad), r)
+
+
 def lanczos_top(
     matvec: Callable[[jax.Array], jax.Array],
     v0: jax.Array,
@@ -57,48 +102,9 @@ def lanczos_top(
     n, m = v0.shape[0], max_iters
     dtype = v0.dtype
     v0 = v0 / jnp.maximum(jnp.linalg.norm(v0), jnp.finfo(dtype).tiny)
-
-    class State(NamedTuple):
-        j: jax.Array
-        basis: jax.Array  # (m + 1, n)
-        alpha: jax.Array  # (m,)
-        beta: jax.Array  # (m,)
-        theta: jax.Array
-        s: jax.Array  # (m,) top eigenvector of T
-        residual: jax.Array
-        done: jax.Array
-
-    def ritz(alpha: jax.Array, beta: jax.Array, j: jax.Array):
-        idx = jnp.arange(m)
-        used = idx <= j
-        off = jnp.where(idx[:-1] < j, beta[:-1], 0.0)
-        # padding strictly below every Ritz value of the used block (Gershgorin), so that the two
-        # largest eigenvalues of the padded matrix are the block's two largest Ritz values
-        radius = jnp.concatenate([jnp.abs(off), jnp.zeros((1,), dtype)]) + jnp.concatenate(
-            [jnp.zeros((1,), dtype), jnp.abs(off)])
-        low = jnp.min(jnp.where(used, alpha - radius, jnp.inf))
-        diag = jnp.where(used, alpha, low - 1.0 - jnp.abs(low))
-        t = jnp.diag(diag) + jnp.diag(off, 1) + jnp.diag(off, -1)
-        evals, evecs = jnp.linalg.eigh(t)
-        return evals[-1], evecs[:, -1], evals[max(m - 2, 0)]
-
     if stop not in ("residual", "gap"):
         raise ValueError(f"stop={stop!r}: residual | gap")
-
-    def error_bound(r, theta, theta2, j):
-        """What the stopping test compares with tol * |theta|. residual (the rule before issue 12):
-        r, the Ritz residual (some eigenvalue lies within r of theta). gap: also, from the third
-        HVP on, gap_safety * r^2 / (theta - theta2), whichever is smaller (Kato-Temple: lambda_1 -
-        theta <= r^2 / (theta - lambda_2), the second Ritz value theta2 standing in for lambda_2;
-        theta2 <= lambda_2, so the Ritz gap overestimates the true one, most with few HVPs: on
-        FCN-4-512 training trajectories whose top two eigenvalues are 1-3.5% apart, the bare rule
-        from the second HVP on stopped up to 5.5x tol off, hence the third HVP and the safety;
-        it can still stop on lambda_2 when lambda_1 is nearly absent from the start vector)."""
-        if stop == "residual":
-            return r
-        gap = theta - theta2
-        quad = gap_safety * r * r / jnp.maximum(gap, jnp.finfo(dtype).tiny)
-        return jnp.where((j + 1 >= gap_after) & (gap > 0), jnp.minimum(r, quad), r)
+    State = _LanczosState
 
     def body(st: State) -> State:
         v = st.basis[st.j]
@@ -115,12 +121,12 @@ def lanczos_top(
         b = jnp.linalg.norm(w)
         alpha = st.alpha.at[st.j].set(a)
         beta = st.beta.at[st.j].set(b)
-        theta, s, theta2 = ritz(alpha, beta, st.j)
+        theta, s, theta2 = _ritz(alpha, beta, st.j)
         residual = jnp.abs(b * s[st.j])
         invariant = b <= 1e3 * jnp.finfo(dtype).eps * jnp.maximum(jnp.abs(a), 1.0)
         next_v = jnp.where(invariant, jnp.zeros_like(w), w / jnp.maximum(b, jnp.finfo(dtype).tiny))
         basis = st.basis.at[st.j + 1].set(next_v)
-        bound = error_bound(residual, theta, theta2, st.j)
+        bound = _error_bound(stop, residual, theta, theta2, st.j, gap_safety, gap_after)
         converged = invariant | (bound <= tol * jnp.abs(theta)) | (st.j + 1 >= m)
         return State(st.j + 1, basis, alpha, beta, theta, s, residual, converged)
 

@@ -55,3 +55,12 @@ def install_warning_format() -> None:
 
     show._sweep = True  # type: ignore[attr-defined]
     warnings.showwarning = show
+
+
+def registered(table: dict, key: str, setting: str):
+    """table[key] of a registry (optimizers, backends), or a one-line ConfigError naming the setting and
+    what is allowed."""
+    try:
+        return table[key]
+    except KeyError:
+        raise ConfigError(f"{setting}={key}: allowed {', '.join(table)}") from None

@@ -45,11 +45,11 @@ class EtaC(NamedTuple):
     forward_passes: jax.Array  # loss evaluations the sequential algorithm makes, L(theta_0) included
 
 
-def one_step_direction(grads: Any, params: Any, h: optim.Hyper, opt_name: str,
+def one_step_direction(grads: Any, params: Any, h: optim.Hyper, optimizer: Any,
                        clip_norm: Optional[float] = None, lr_scale: Any = None, opt_state: Any = None) -> Any:
     """The direction d of the optimizer's first update from a fresh state (theta_1 = theta_0 - eta d),
     or, given `opt_state`, of its next update from that state (momentum / Adam moments included)."""
-    tx = optim.direction(opt_name, h, clip_norm)
+    tx = optim.direction(optimizer, h, clip_norm)
     d, _ = tx.update(grads, tx.init(params) if opt_state is None else opt_state, params)
     if lr_scale is not None:
         d = jax.tree.map(lambda di, s: di * s, d, lr_scale)
@@ -102,7 +102,7 @@ def _search(loss_at: Callable[[jax.Array], jax.Array], loss0: jax.Array, eta0: j
     return EtaC(eta_c, loss0, jnp.where(enabled, 1 + n_exp + n_bin, 0))
 
 
-def member_search(loss_fn: LossFn, params: Any, h: optim.Hyper, batch: Any, opt_name: str,
+def member_search(loss_fn: LossFn, params: Any, h: optim.Hyper, batch: Any, optimizer: Any,
                   eta0: jax.Array, eta_trgt: jax.Array, *, delta: float, clip_norm: Optional[float] = None,
                   lr_scale: Any = None, max_doublings: int = 40, max_bisections: int = 30,
                   enabled: Any = True, opt_state: Any = None) -> EtaC:
@@ -111,7 +111,7 @@ def member_search(loss_fn: LossFn, params: Any, h: optim.Hyper, batch: Any, opt_
     the optimizer's first-update direction from a fresh state at `params` (or its next update from
     `opt_state`). Vmap it over members."""
     loss0, g0 = jax.value_and_grad(loss_fn)(params, batch)
-    d = one_step_direction(g0, params, h, opt_name, clip_norm, lr_scale, opt_state)
+    d = one_step_direction(g0, params, h, optimizer, clip_norm, lr_scale, opt_state)
 
     def loss_at(eta):
         loss = loss_fn(jax.tree.map(lambda x, di: x - (eta * di).astype(x.dtype), params, d), batch)
@@ -121,7 +121,7 @@ def member_search(loss_fn: LossFn, params: Any, h: optim.Hyper, batch: Any, opt_
                    enabled)
 
 
-def estimate_eta_c(loss_fn: LossFn, params: Any, hyper: optim.Hyper, batch: Any, opt_name: str,
+def estimate_eta_c(loss_fn: LossFn, params: Any, hyper: optim.Hyper, batch: Any, optimizer: Any,
                    eta0: jax.Array, eta_trgt: jax.Array, *, delta: float = 0.1,
                    clip_norm: Optional[float] = None, lr_scale: Any = None,
                    max_doublings: int = 40, max_bisections: int = 30) -> EtaC:
@@ -130,7 +130,7 @@ def estimate_eta_c(loss_fn: LossFn, params: Any, hyper: optim.Hyper, batch: Any,
     dtype = jnp.result_type(float)
 
     def member(p, h, e0, et, b):
-        return member_search(loss_fn, p, h, b, opt_name, e0, et, delta=delta, clip_norm=clip_norm,
+        return member_search(loss_fn, p, h, b, optimizer, e0, et, delta=delta, clip_norm=clip_norm,
                              lr_scale=lr_scale, max_doublings=max_doublings, max_bisections=max_bisections)
 
     fn = jax.jit(jax.vmap(member, in_axes=(0, 0, 0, 0, None)))
@@ -180,12 +180,12 @@ def start_at_eta_c(workload: Any, params: Any, hyper: optim.Hyper, rule: Any, cf
                    lrs: np.ndarray, lambda0: Optional[np.ndarray]) -> tuple[np.ndarray, np.ndarray, list[dict]]:
     """Estimate eta_c for a cohort and return the absolute lr_init (min(eta_c, eta_trgt)) and warmup
     length per member, plus the summary fields. `params`: the members' initial parameters (K-stacked);
-    `rule`: the update rule (engine.UpdateSpec: name, clip norm, per-layer lr factors)."""
+    `rule`: the update rule (engine.UpdateSpec: optimizer spec, clip norm, per-layer lr factors)."""
     w = workload
     ec = cfgs[0].eta_c
     est = estimate_eta_c(
         lambda p, b: w.loss_and_accuracy(p, b[0], b[1])[0], params, hyper,
-        (w.data.x_probe, w.data.y_probe), rule.name, initial_guesses(cfgs, lrs, lambda0),
+        (w.data.x_probe, w.data.y_probe), rule.optimizer, initial_guesses(cfgs, lrs, lambda0),
         np.asarray(lrs, np.float64), delta=float(ec.delta), clip_norm=rule.clip, lr_scale=rule.lr_scale,
         max_doublings=int(ec.max_doublings), max_bisections=int(ec.max_bisections))
     est = jax.device_get(est)

@@ -83,9 +83,54 @@ def _clear(folder: Path) -> None:
             old.unlink()
 
 
+def _trace_points(trace: Any, summary_pb2: Any) -> list[tuple[int, list]]:
+    """(step, scalar values) of every probe step of a trace: its numeric columns, NaNs left out."""
+    import numpy as np
+    import pandas as pd
+
+    if not len(trace) or "step" not in trace.columns:
+        return []
+    columns = [c for c in trace.columns if c != "step" and pd.api.types.is_numeric_dtype(trace[c])
+               and not pd.api.types.is_bool_dtype(trace[c])]
+    values = trace[columns].to_numpy(dtype=np.float64)
+    tags = [TRACE_TAG + c for c in columns]
+    out = []
+    for step, row in zip(trace["step"].to_numpy(), values):
+        points = [summary_pb2.Summary.Value(tag=tag, simple_value=float(v)) for tag, v in zip(tags, row)
+                  if not math.isnan(v)]
+        if points:
+            out.append((step, points))
+    return out
+
+
+def _record_text(record: dict, summary_pb2: Any, tensor_pb2: Any, tensor_shape_pb2: Any, text_metadata: Any) -> Any:
+    """The record (outcome, grid, summary, error) as a TensorBoard text summary."""
+    text = (f"**{record['outcome']}** — run `{record['run_id']}` of sweep `{record.get('sweep_name')}`\n\n"
+            "```\n" + json.dumps({"grid": record.get("grid"), "summary": record.get("summary"),
+                                  "error": record.get("error")}, indent=2, default=str) + "\n```")
+    tensor = tensor_pb2.TensorProto(dtype="DT_STRING", string_val=[text.encode()],
+                                    tensor_shape=tensor_shape_pb2.TensorShapeProto(
+                                        dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=1)]))
+    meta = text_metadata.create_summary_metadata(display_name="record", description="")
+    return summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag="record/text_summary", metadata=meta,
+                                                                tensor=tensor)])
+
+
+def _hparam_domains(all_hparams: dict[str, set], hparams_summary: Any) -> dict[str, Any]:
+    """The HParams tab's domain of each hyperparameter: discrete for booleans and strings, an interval for numbers."""
+    domains = {}
+    for key, values in all_hparams.items():
+        if all(isinstance(v, bool) for v in values) or all(isinstance(v, str) for v in values):
+            domains[key] = hparams_summary.Discrete(sorted(values))
+        elif all(_is_number(v) for v in values):
+            domains[key] = hparams_summary.RealInterval(float(min(values)), float(max(values)))
+        else:
+            domains[key] = None
+    return domains
+
+
 def export_tensorboard(sweep_dir: str | os.PathLike, out: str | os.PathLike | None = None) -> ExportResult:
     """Write every finished run of a sweep as a TensorBoard run under `out` (default <sweep_dir>/tensorboard)."""
-    import numpy as np
     import pandas as pd
 
     from sweep import aggregate as agg
@@ -120,17 +165,9 @@ def export_tensorboard(sweep_dir: str | os.PathLike, out: str | os.PathLike | No
         _clear(folder)
         writer = EventFileWriter(str(folder))
         try:
-            if len(trace) and "step" in trace.columns:
-                columns = [c for c in trace.columns if c != "step" and pd.api.types.is_numeric_dtype(trace[c])
-                           and not pd.api.types.is_bool_dtype(trace[c])]
-                values = trace[columns].to_numpy(dtype=np.float64)
-                tags = [TRACE_TAG + c for c in columns]
-                for step, row in zip(trace["step"].to_numpy(), values):  # one event per probe step
-                    points = [summary_pb2.Summary.Value(tag=tag, simple_value=float(v))
-                              for tag, v in zip(tags, row) if not math.isnan(v)]
-                    if points:
-                        write(writer, step, summary_pb2.Summary(value=points))
-                        result.points += len(points)
+            for step, points in _trace_points(trace, summary_pb2):  # one event per probe step
+                write(writer, step, summary_pb2.Summary(value=points))
+                result.points += len(points)
             last_step = int(trace["step"].max()) if len(trace) and "step" in trace.columns else 0
             metrics = summary_metrics(record)
             for name, value in metrics.items():
@@ -141,32 +178,13 @@ def export_tensorboard(sweep_dir: str | os.PathLike, out: str | os.PathLike | No
             for key, value in hparams.items():
                 all_hparams.setdefault(key, set()).add(value)
             write(writer, 0, hparams_summary.hparams_pb(hparams, trial_id=run_id, start_time_secs=now))
-            text = (f"**{record['outcome']}** — run `{run_id}` of sweep `{record.get('sweep_name')}`\n\n"
-                    "```\n" + json.dumps({"grid": record.get("grid"), "summary": record.get("summary"),
-                                          "error": record.get("error")}, indent=2, default=str) + "\n```")
-            tensor = tensor_pb2.TensorProto(dtype="DT_STRING", string_val=[text.encode()],
-                                            tensor_shape=tensor_shape_pb2.TensorShapeProto(
-                                                dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=1)]))
-            meta = text_metadata.create_summary_metadata(display_name="record", description="")
-            write(writer, 0, summary_pb2.Summary(value=[summary_pb2.Summary.Value(
-                tag="record/text_summary", metadata=meta, tensor=tensor)]))
+            write(writer, 0, _record_text(record, summary_pb2, tensor_pb2, tensor_shape_pb2, text_metadata))
         finally:
             writer.close()
         result.runs += 1
 
     if result.runs:  # the experiment: which hparams and metrics the HParams tab lists
-        domains = {}
-        for key, values in all_hparams.items():
-            if all(isinstance(v, bool) for v in values):
-                domains[key] = hparams_summary.Discrete(sorted(values))
-            elif all(isinstance(v, str) for v in values):
-                domains[key] = hparams_summary.Discrete(sorted(values))
-            elif all(_is_number(v) for v in values):
-                lo, hi = min(values), max(values)
-                domains[key] = hparams_summary.RealInterval(float(lo), float(hi))
-            else:
-                domains[key] = None
-        hps = [hparams_summary.HParam(k, d) for k, d in sorted(domains.items())]
+        hps = [hparams_summary.HParam(k, d) for k, d in sorted(_hparam_domains(all_hparams, hparams_summary).items())]
         _clear(result.out)
         writer = EventFileWriter(str(result.out))
         try:

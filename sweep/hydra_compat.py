@@ -33,7 +33,7 @@ import json
 import re
 import sys
 from pathlib import Path, PurePath
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 # hydra.launcher.KEY (hydra-submitit-launcher's names) that mean the same as cluster.KEY here
 LAUNCHER_KEYS = ("partition", "account", "qos", "timeout_min", "gpus_per_node", "cpus_per_task", "mem_gb",
@@ -74,6 +74,58 @@ def _user_value(overrides: Sequence[str], key: str) -> Optional[str]:
     return None
 
 
+def _map_override(o: str, key: str, value: Any, text: str, command: str, put: Callable[[str, str, str], None]) -> None:
+    """Map one parsed `hydra.*` / `hydra/...` override onto sweep keys (`put`), or refuse it in one line."""
+    from sweep.config import SWEEP_NAME
+
+    submit = command == "submit"
+    if key in ("hydra.sweep.dir", "hydra.run.dir"):
+        folder = str(value)
+        if "${" in folder:
+            raise _error(f"'{o}': interpolations such as ${{now:...}} are not supported: a sweep's folder must "
+                         f"stay the same so that re-running it skips finished runs")
+        path = PurePath(folder)
+        if not re.fullmatch(SWEEP_NAME, path.name):
+            raise _error(f"'{o}': the folder's last part is the sweep's name and must be a plain folder name "
+                         f"(e.g. {key}=/scratch/sweeps/demo)")
+        put("results_dir", str(path.parent), o)
+        put("sweep_name", path.name, o)
+    elif key == "hydra.job.chdir":
+        if value not in (False, "false", "False"):
+            raise _error(f"'{o}': sweep never changes the working directory (relative data.path and "
+                         f"results_dir stay relative to where you start it); only hydra.job.chdir=false applies")
+    elif key == "hydra.mode":
+        if str(value).upper() != "MULTIRUN":
+            raise _error(f"'{o}': a grid is always a multirun here; only hydra.mode=MULTIRUN applies")
+    elif key == "hydra/sweeper":
+        if value not in ("basic", "sweep_grid"):
+            raise _error(f"'{o}': sweep {command} expands grids (the basic sweeper's cartesian product, plus "
+                         f"pow2 and experiment grids); other sweepers work with Hydra's own entry point: "
+                         f"python -m sweep.train -m {o} ...")
+    elif key == "hydra/launcher":
+        if value not in LAUNCHERS:
+            raise _error(f"'{o}': unknown launcher here; hydra/launcher=basic|submitit_local|submitit_slurm map to "
+                         f"sweep submit's cluster=local|submitit_local|slurm (or use python -m sweep.train -m {o})")
+        if submit:
+            put("cluster", LAUNCHERS[value], o)
+        elif value != "basic":
+            raise _error(f"'{o}': sweep run trains in this process; to queue the grid through submitit use "
+                         f"sweep submit cluster={LAUNCHERS[value]} ... (or sweep submit {o} ...)")
+    elif key.startswith("hydra.launcher."):
+        name = key[len("hydra.launcher."):]
+        if not submit:
+            raise _error(f"'{o}': sweep run trains in this process; launcher settings apply to sweep submit "
+                         f"(as cluster.{name if name in LAUNCHER_KEYS else 'KEY'}=...)")
+        if name not in LAUNCHER_KEYS:
+            raise _error(f"'{o}': no such cluster setting here; sweep submit takes cluster.KEY for KEY in "
+                         f"{', '.join(LAUNCHER_KEYS)}; any other sbatch option is cluster.additional_parameters.OPTION=VALUE "
+                         f"(e.g. cluster.additional_parameters.constraint=a100)")
+        put(f"cluster.{name}", text, o)
+    else:
+        raise _error(f"'{o}': not supported by sweep {command} (it honours {HONOURED if submit else HONOURED_RUN}"
+                     f"{', hydra.launcher.KEY' if submit else ''}); for Hydra's own behaviour use "
+                     f"python -m sweep.train -m ...")
+
 def translate(overrides: Sequence[str], command: str) -> list[str]:
     """`overrides` with every `hydra.*`/`hydra/...` override mapped onto sweep's keys (see the
     module doc) or refused with a one-line ConfigError naming what is honoured."""
@@ -84,9 +136,6 @@ def translate(overrides: Sequence[str], command: str) -> list[str]:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
-    from sweep.config import SWEEP_NAME
-
-    submit = command == "submit"
     mapped: dict[str, tuple[str, str]] = {}  # sweep key -> (override value, the hydra override it came from)
 
     def put(key: str, value: str, source: str) -> None:
@@ -109,52 +158,7 @@ def translate(overrides: Sequence[str], command: str) -> list[str]:
         if ov.is_sweep_override():
             raise _error(f"'{o}': Hydra's own settings cannot be swept")
         text = o.split("=", 1)[1] if "=" in o else ""
-        if key in ("hydra.sweep.dir", "hydra.run.dir"):
-            folder = str(value)
-            if "${" in folder:
-                raise _error(f"'{o}': interpolations such as ${{now:...}} are not supported: a sweep's folder must "
-                             f"stay the same so that re-running it skips finished runs")
-            path = PurePath(folder)
-            if not re.fullmatch(SWEEP_NAME, path.name):
-                raise _error(f"'{o}': the folder's last part is the sweep's name and must be a plain folder name "
-                             f"(e.g. {key}=/scratch/sweeps/demo)")
-            put("results_dir", str(path.parent), o)
-            put("sweep_name", path.name, o)
-        elif key == "hydra.job.chdir":
-            if value not in (False, "false", "False"):
-                raise _error(f"'{o}': sweep never changes the working directory (relative data.path and "
-                             f"results_dir stay relative to where you start it); only hydra.job.chdir=false applies")
-        elif key == "hydra.mode":
-            if str(value).upper() != "MULTIRUN":
-                raise _error(f"'{o}': a grid is always a multirun here; only hydra.mode=MULTIRUN applies")
-        elif key == "hydra/sweeper":
-            if value not in ("basic", "sweep_grid"):
-                raise _error(f"'{o}': sweep {command} expands grids (the basic sweeper's cartesian product, plus "
-                             f"pow2 and experiment grids); other sweepers work with Hydra's own entry point: "
-                             f"python -m sweep.train -m {o} ...")
-        elif key == "hydra/launcher":
-            if value not in LAUNCHERS:
-                raise _error(f"'{o}': unknown launcher here; hydra/launcher=basic|submitit_local|submitit_slurm map to "
-                             f"sweep submit's cluster=local|submitit_local|slurm (or use python -m sweep.train -m {o})")
-            if submit:
-                put("cluster", LAUNCHERS[value], o)
-            elif value != "basic":
-                raise _error(f"'{o}': sweep run trains in this process; to queue the grid through submitit use "
-                             f"sweep submit cluster={LAUNCHERS[value]} ... (or sweep submit {o} ...)")
-        elif key.startswith("hydra.launcher."):
-            name = key[len("hydra.launcher."):]
-            if not submit:
-                raise _error(f"'{o}': sweep run trains in this process; launcher settings apply to sweep submit "
-                             f"(as cluster.{name if name in LAUNCHER_KEYS else 'KEY'}=...)")
-            if name not in LAUNCHER_KEYS:
-                raise _error(f"'{o}': no such cluster setting here; sweep submit takes cluster.KEY for KEY in "
-                             f"{', '.join(LAUNCHER_KEYS)}; any other sbatch option is cluster.additional_parameters.OPTION=VALUE "
-                             f"(e.g. cluster.additional_parameters.constraint=a100)")
-            put(f"cluster.{name}", text, o)
-        else:
-            raise _error(f"'{o}': not supported by sweep {command} (it honours {HONOURED if submit else HONOURED_RUN}"
-                         f"{', hydra.launcher.KEY' if submit else ''}); for Hydra's own behaviour use "
-                         f"python -m sweep.train -m ...")
+        _map_override(o, key, value, text, command, put)
     out = list(plain)
     for key, (value, source) in mapped.items():
         given = _user_value(plain, key)
@@ -194,14 +198,19 @@ def _sweep_values(override: str) -> list[str]:
     return [ov.get_value_element_as_str()]
 
 
-def _executor(preset: str) -> str:
-    """The executor a cluster preset (conf/cluster/NAME.yaml, its defaults followed) selects."""
+def _in_process(executor: str) -> bool:
+    from sweep.dispatch import backends
+
+    return backends.get(executor).in_process
+
+
+def _preset_in_process(preset: str) -> bool:
+    """Whether a cluster preset (conf/cluster/NAME.yaml, its defaults followed) runs its tasks here."""
     from sweep.grid import compose
 
     if preset == "local":  # the default: no composition to pay for
-        return "local"
-
-    return str(compose([f"cluster={preset}"], check=False).cluster.executor)
+        return True
+    return _in_process(str(compose([f"cluster={preset}"], check=False).cluster.executor))
 
 
 def refuse_remote_cluster(overrides: Sequence[str]) -> None:
@@ -212,9 +221,9 @@ def refuse_remote_cluster(overrides: Sequence[str]) -> None:
     for o in overrides:
         key = o.split("=", 1)[0].lstrip("+")
         if key == "cluster":
-            remote = [v for v in _sweep_values(o) if _executor(v) != "local"]
+            remote = [v for v in _sweep_values(o) if not _preset_in_process(v)]
         elif key == "cluster.executor":
-            remote = [v for v in _sweep_values(o) if v != "local"]
+            remote = [v for v in _sweep_values(o) if not _in_process(v)]
         else:
             continue
         if remote:

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from sweep.config import ADAPTIVE_OPTIMIZERS
+from sweep import optimizers
 
 
 class Hyper(NamedTuple):
@@ -69,27 +69,10 @@ def scale_by_gi_adam(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8) -> optax.G
     return optax.GradientTransformation(adam.init, update)
 
 
-def direction(name: str, h: Hyper, clip_norm: Optional[float]) -> optax.GradientTransformation:
-    """The update direction before the learning rate: -lr_t * direction is the step.
-
-    sgd: m = g + momentum * m (the paper's form; momentum 0 is plain SGD).
-    adam / gi_adam / ri_adam: m_hat / (sqrt(v_hat) + eps) (ri_adam: plain Adam; its random v0 is put
-    in the state by the engine, `random_second_moment`).
-    """
-    parts = [optax.clip_by_global_norm(clip_norm)] if clip_norm else []
-    if name == "sgd":
-        parts.append(optax.trace(decay=h.momentum))
-    elif name in ("adam", "ri_adam"):
-        parts.append(optax.scale_by_adam(b1=h.b1, b2=h.b2, eps=h.eps))
-    elif name == "gi_adam":
-        parts.append(scale_by_gi_adam(b1=h.b1, b2=h.b2, eps=h.eps))
-    else:
-        raise ValueError(f"unknown optimizer '{name}'; allowed: sgd, {', '.join(ADAPTIVE_OPTIMIZERS)}")
-    return optax.chain(*parts)
-
-
-def is_adaptive(name: str) -> bool:
-    return name in ADAPTIVE_OPTIMIZERS
+def direction(name: Any, h: Hyper, clip_norm: Optional[float]) -> optax.GradientTransformation:
+    """The update direction before the learning rate (-lr_t * direction is the step) of an optimizer,
+    by name or spec (sweep/optimizers.py)."""
+    return optimizers.get(name).direction(h, clip_norm)
 
 
 def random_second_moment(grads: Any, key: jax.Array) -> Any:
@@ -136,9 +119,7 @@ def adam_preconditioner(nu: Any, count: jax.Array, h: Hyper, lr_scale: Any = Non
     return p
 
 
-def instability_threshold(name: str, lr_t: jax.Array, h: Hyper) -> jax.Array:
-    """Threshold of the curvature that governs stability for this optimizer:
-    sgd 2/lr (2 + 2 beta)/lr with momentum; adam (2 + 2 b1) / (lr (1 - b1)) for P^-1 H."""
-    if is_adaptive(name):
-        return (2.0 + 2.0 * h.b1) / (lr_t * (1.0 - h.b1))
-    return (2.0 + 2.0 * h.momentum) / lr_t
+def instability_threshold(name: Any, lr_t: jax.Array, h: Hyper) -> jax.Array:
+    """Threshold of the curvature that governs stability for this optimizer (its spec's): sgd
+    (2 + 2 beta)/lr; the Adam family (2 + 2 b1) / (lr (1 - b1)) for P^-1 H."""
+    return optimizers.get(name).threshold(lr_t, h)

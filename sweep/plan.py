@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from omegaconf import OmegaConf
 
-from sweep import catapult, optim
+from sweep import catapult, optim, optimizers
 from sweep.identity import MEMBER_KEYS, cohort_key, drop_key, to_dict
 
 
@@ -58,18 +58,15 @@ def plan_cohort(cfgs: Sequence[Any], lrs: Optional[Sequence[float]] = None,
     keys = {cohort_key(c) for c in cfgs}
     if len(keys) != 1:
         raise ValueError("cohort members must share every non-scalar config value")
-    opt = lambda c, k, d: float(getattr(c.optimizer, k, d))  # noqa: E731
     f32 = lambda xs: jnp.asarray(np.asarray(xs, np.float32))  # noqa: E731
+    scalars = [optimizers.hyper_scalars(c.optimizer) for c in cfgs]  # each optimizer's own, defaults else
     lr = np.asarray(lrs if lrs is not None else [float(c.lr) for c in cfgs], np.float64)
     lr_init = np.asarray(lr_inits if lr_inits is not None else [float(c.lr_init) for c in cfgs], np.float64)
     hyper = optim.Hyper(
         lr=f32(lr),
         lr_init=f32(lr_init),
         warmup=f32(warmups if warmups is not None else [c.warmup for c in cfgs]),
-        momentum=f32([opt(c, "momentum", 0.0) for c in cfgs]),
-        b1=f32([opt(c, "b1", 0.9) for c in cfgs]),
-        b2=f32([opt(c, "b2", 0.999) for c in cfgs]),
-        eps=f32([opt(c, "eps", 1e-8) for c in cfgs]),
+        **{key: f32([s[key] for s in scalars]) for key in optimizers.HYPER_DEFAULTS},
         decay_rho=f32([c.decay_rho for c in cfgs]),
         decay_min_factor=f32([c.decay_min_factor for c in cfgs]),
     )
@@ -82,7 +79,7 @@ def plan_cohort(cfgs: Sequence[Any], lrs: Optional[Sequence[float]] = None,
 
 def max_learning_rates(plan: CohortPlan, steps_run: Sequence[int]) -> list[Optional[float]]:
     """The largest lr each member really used: the maximum of the engine's own schedule
-    (optim.learning_rate, the function CohortTrainer._learning_rate calls, in float32 as there) over
+    (optim.learning_rate, the function member_step.learning_rate calls, in float32 as there) over
     the updates the member made, t = 1..steps_run (a diverged member stops early). Why: with warmup
     longer than steps the target lr is never reached (warmup=100, steps=10: at most 10/100 of the way),
     while the record's `lr` still says the target. None when no update was made, and under

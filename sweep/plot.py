@@ -24,9 +24,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import FixedLocator, NullLocator
 
-from sweep import columns, probes
-from sweep.config import ADAPTIVE_OPTIMIZERS, ConfigError
-from sweep.identity import in_lambda0_units
+from sweep import columns, optimizers, probes
+from sweep.config import ConfigError
 
 SEVERITY = ("diverged", "failed", "error", "converged")  # most severe first
 MISSING = "missing"
@@ -59,8 +58,8 @@ TRACE_VALUES = trace_values()
 MAX_PANELS = 24
 FACET_ORDER = ("param", "loss", "loss_fn", "optimizer", "model", "data", "batch_size", "momentum", "b1", "decay")
 LR_COLUMNS = ("lr", "lr_over_lambda0", "target_lr", "target_lr_over_lambda0")
-DISPLAY = {"sp": "SP", "mup": "μP", "mse": "MSE", "xent": "cross-entropy", "sgd": "SGD", "adam": "Adam",
-           "gi_adam": "GI-Adam", "ri_adam": "RI-Adam", "fcn": "FCN", "wrn": "WRN", "transformer": "Transformer",
+DISPLAY = {"sp": "SP", "mup": "μP", "mse": "MSE", "xent": "cross-entropy",
+           **{name: spec.display for name, spec in optimizers.SPECS.items()}, "fcn": "FCN", "wrn": "WRN", "transformer": "Transformer",
            "cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "tiny_imagenet": "Tiny-ImageNet", "wikitext2": "WikiText-2"}
 
 
@@ -98,7 +97,7 @@ def lr_column(df: pd.DataFrame, lr_units: str = "auto", traces: bool = False) ->
     absolute, relative = ("target_lr", "target_lr_over_lambda0") if traces else ("lr", "lr_over_lambda0")
     if lr_units == "auto":
         units = df["lr_unit"].dropna().astype(str) if "lr_unit" in df else pd.Series([], dtype=str)
-        lr_units = "lambda0" if len(units) and units.map(in_lambda0_units).all() else "absolute"
+        lr_units = "lambda0" if len(units) and (units == "lambda0").all() else "absolute"  # aggregate decodes it
     if lr_units == "absolute":
         return absolute
     if lr_units != "lambda0":
@@ -370,16 +369,18 @@ def _context_title(df: pd.DataFrame, facet: Sequence[str]) -> str:
                 parts.append("full batch" if value == 0 else f"B={value}")
             elif col == "data" and "data_file" in df and df["data_file"].nunique(dropna=True) == 1:
                 parts.append(f"{DISPLAY.get(str(value), str(value))} ({df['data_file'].dropna().iloc[0]})")
-            elif col == "optimizer" and value == "sgd" and _shared_momentum(df):
-                parts.append(f"SGD with momentum β={_shared_momentum(df):g}")
+            elif col == "optimizer" and _momentum_of(value, df):
+                parts.append(f"{DISPLAY.get(str(value), str(value))} with momentum β={_momentum_of(value, df):g}")
             else:
                 parts.append(DISPLAY.get(str(value), str(value)))
     return ", ".join(parts)
 
 
-def _shared_momentum(df: pd.DataFrame) -> float:
-    """The one momentum every run shares (0 when none or when it varies): "SGD" alone would hide it."""
-    if "momentum" not in df:
+def _momentum_of(optimizer: Any, df: pd.DataFrame) -> float:
+    """The one momentum every run of an optimizer with a momentum scalar shares (0 when none or when it
+    varies): "SGD" alone would hide it."""
+    spec = optimizers.SPECS.get(str(optimizer))
+    if "momentum" not in df or spec is None or "momentum" not in spec.scalars:
         return 0.0
     values = df["momentum"].dropna().unique()
     return float(values[0]) if len(values) == 1 and values[0] else 0.0
@@ -600,6 +601,97 @@ def _clip_diverged(ax, curves: list[tuple[bool, pd.Series]]) -> None:
                 line.set_ydata(np.minimum(np.asarray(line.get_ydata(), float), calm * DIVERGED_HEADROOM))
 
 
+def _trajectory_axes(n_groups: int, ncols: int) -> tuple[plt.Figure, list]:
+    """The figure and its rows of axes: one row per facet value (loss, then the sharpness panels), or,
+    with no sharpness panel and several facet values, a grid of loss panels two across."""
+    if ncols == 1 and n_groups > 1:
+        nrows, across = math.ceil(n_groups / 2), 2
+        fig, grid = plt.subplots(nrows, across, figsize=(5 * across, 3.4 * nrows + 0.6), layout="constrained",
+                                 squeeze=False)
+        for ax in grid.flat[n_groups:]:
+            ax.set_visible(False)
+        return fig, [[ax] for ax in grid.flat[:n_groups]]
+    return plt.subplots(n_groups, ncols, figsize=(5 * ncols, 3.4 * n_groups + 0.4), layout="constrained",
+                        squeeze=False)
+
+
+def _trajectory_runs(rows: pd.DataFrame, lr_col: str, target: float, warmups: Sequence[int] | None,
+                     value: Mapping[str, Any]) -> pd.DataFrame:
+    """The trace rows of one panel row: target lr `target`, the first seed, the asked warmups."""
+    chosen = rows[np.isclose(np.log2(rows[lr_col].astype(float)), math.log2(target), atol=1e-3)]
+    if chosen.empty:
+        available = ", ".join(f"{v:g}" for v in sorted(_log2_key(rows[lr_col]).unique()))
+        raise ConfigError(f"no runs at lr={target:g} ({lr_col}) in {_panel_title(value) or 'the sweep'}; "
+                          f"available: {available}")
+    if "seed" in chosen:
+        chosen = chosen[chosen["seed"] == chosen["seed"].min()]
+    if warmups is not None:
+        chosen = chosen[chosen["warmup"].isin(list(warmups))]
+    return chosen
+
+
+def _draw_trajectory(run: pd.DataFrame, warmup: Any, c: Any, ax_loss: Any, sharp_axes: dict, loss_column: str,
+                     adaptive: bool, with_momentum: bool, kept: dict) -> None:
+    """One run's curves: its loss, its sharpness panels with their dashed thresholds, an x where it diverged."""
+    run = _until_last_finite(run.sort_values("step"), loss_column)
+    label = f"$T_{{\\mathrm{{wrm}}}}={warmup_tick_labels([warmup])[0].strip('$')}$"
+    drawn = run[["step", loss_column]].dropna()  # test_acc exists at evaluation steps only
+    ax_loss.plot(drawn["step"], drawn[loss_column], color=c, lw=1.3, label=label, gid=f"loss:{warmup}")
+    diverged = bool((run["outcome"] == "diverged").any())
+    kept[ax_loss].append((diverged, run[loss_column]))
+    for q, ax in sharp_axes.items():
+        ax.plot(run["step"], run[q], color=c, lw=1.3, label=label, gid=f"{q}:{warmup}")
+        if adaptive and q == "sharpness":  # (2+2 b1)/eta_t, Sec. 4.3
+            threshold = _adam_sharpness_threshold(run)
+            ax.plot(run["step"], threshold, color=c, lw=1.0, ls="--", gid=f"sharpness_threshold:{warmup}")
+        else:  # the optimizer's own threshold, for the quantity it bounds
+            threshold = run["threshold"]
+            ax.plot(run["step"], threshold, color=c, lw=1.0, ls="--", gid=f"threshold:{warmup}")
+            if with_momentum:  # Figs. 9/10: "dashed lines show the 2/eta_t for reference"
+                ax.plot(run["step"], 2.0 / run["lr"].astype(float), color=c, lw=0.8, ls=":",
+                        gid=f"reference:{warmup}")
+        kept[ax].append((diverged, run[q]))
+        kept[ax].append((diverged, threshold))
+    if diverged:
+        last = run[np.isfinite(run[loss_column].astype(float))].tail(1)
+        ax_loss.plot(last["step"], last[loss_column], marker="x", color=c, ms=7, mew=2, ls="",
+                     clip_on=False, gid=f"diverged:{warmup}")
+
+
+def _label_trajectory_row(value: Mapping[str, Any], target: float, lr_col: str, chosen: pd.DataFrame, ax_loss: Any,
+                          sharp_axes: dict, row_axes: Sequence[Any], loss_column: str, metric: str | None,
+                          adaptive: bool, with_momentum: bool) -> None:
+    """Titles, scales, axis labels and legends of one row of trajectory panels."""
+    lr_text = lr_tick_labels([target], lr_col)[0]
+    others = {c: v for c, v in value.items() if c not in LR_COLUMNS}  # the lr is shown once, as eta_trgt
+    head = " · ".join(filter(None, [_panel_title(others), rf"$\eta_{{\mathrm{{trgt}}}}$ = {lr_text}"]))
+    loss_what = ("loss on the measurement batch" if loss_column == "probe_loss" else "training loss"
+                 if metric is None else metric_info(metric)[0])
+    ax_loss.set_title(f"{head}: {loss_what}", fontsize=10)
+    for q, ax in sharp_axes.items():
+        ax.set_title(f"{head}: {'preconditioned ' if q == 'precond_sharpness' else ''}sharpness", fontsize=10)
+    for ax in row_axes:
+        ax.set_xscale("symlog", linthresh=1)
+        ax.set_yscale("log" if ax is not ax_loss or metric is None or log_scale(metric) else "linear")
+        ax.set_xlabel("step $t$")
+    loss_unit = LOSS_UNITS.get(str(chosen["loss_fn"].iloc[0])) if "loss_fn" in chosen else None
+    ylabel = ("measurement-batch loss" if loss_column == "probe_loss"  # fixed and un-augmented
+              else "loss, augmented update batch" if _augmented(chosen) else "training loss")
+    ax_loss.set_ylabel(ylabel + (f" ({loss_unit})" if loss_unit else "") if metric is None
+                       else metric_label(metric, chosen.rename(columns={"loss_fn": "loss"})))
+    if not sharp_axes:  # no sharpness measured: the warmups' legend goes beside the first panel
+        ax_loss.legend(fontsize=7, loc="best", framealpha=0.8)
+    for q, ax in sharp_axes.items():
+        ax.set_ylabel(r"$\lambda^{P^{-1}H}_t$" if q == "precond_sharpness" else r"$\lambda^H_t$")
+        handles, labels = ax.get_legend_handles_labels()
+        handles.append(Line2D([], [], color="0.3", ls="--", lw=1.0))
+        labels.append(_threshold_label(chosen, adaptive, q))
+        if with_momentum and q == "sharpness":
+            handles.append(Line2D([], [], color="0.3", ls=":", lw=0.8))
+            labels.append(r"reference $2/\eta_t$")
+        ax.legend(handles, labels, fontsize=7, loc="best", framealpha=0.8)
+
+
 def trajectories(traces_df: pd.DataFrame, lr: float | None = None, lr_units: str = "auto",
                  facet: str | Sequence[str] | None = None, warmups: Sequence[int] | None = None,
                  loss: str = "auto", metric: str | None = None) -> plt.Figure:
@@ -624,22 +716,12 @@ def trajectories(traces_df: pd.DataFrame, lr: float | None = None, lr_units: str
     facet_cols = _parse_facet(traces_df, facet)
     groups = facet_groups(traces_df, facet_cols)
     measured_pc = _sharpness_column(traces_df) == "precond_sharpness"
-    adaptive = measured_pc or ("optimizer" in traces_df and traces_df["optimizer"].isin(ADAPTIVE_OPTIMIZERS).any())
+    adaptive = measured_pc or ("optimizer" in traces_df and traces_df["optimizer"].isin(optimizers.adaptive_names()).any())
     quantities = ["sharpness", "precond_sharpness"] if measured_pc else ["sharpness"]
     quantities = [q for q in quantities if q in traces_df and traces_df[q].notna().any()]  # probe.sharpness=false
     first_column = None if metric is None else _trace_metric(traces_df, metric)  # replaces the loss
     metric = None if first_column is None else _RECORD_NAME.get(first_column, first_column)
-    ncols = 1 + len(quantities)
-    if ncols == 1 and len(groups) > 1:  # one panel per facet value (no sharpness): a grid, two across
-        nrows, across = math.ceil(len(groups) / 2), 2
-        fig, grid = plt.subplots(nrows, across, figsize=(5 * across, 3.4 * nrows + 0.6), layout="constrained",
-                                 squeeze=False)
-        for ax in grid.flat[len(groups):]:
-            ax.set_visible(False)
-        axes = [[ax] for ax in grid.flat[: len(groups)]]
-    else:
-        fig, axes = plt.subplots(len(groups), ncols, figsize=(5 * ncols, 3.4 * len(groups) + 0.4),
-                                 layout="constrained", squeeze=False)
+    fig, axes = _trajectory_axes(len(groups), 1 + len(quantities))
     all_warmups = sorted(traces_df["warmup"].dropna().unique())
     cmap = plt.get_cmap("plasma")
     colour = {w: cmap(0.85 * i / max(1, len(all_warmups) - 1)) for i, w in enumerate(all_warmups)}
@@ -649,71 +731,15 @@ def trajectories(traces_df: pd.DataFrame, lr: float | None = None, lr_units: str
         for q, ax in sharp_axes.items():
             ax.set_gid(f"trajectory:{q}")
         target = _default_trajectory_lr(rows, lr_col) if lr is None else lr
-        chosen = rows[np.isclose(np.log2(rows[lr_col].astype(float)), math.log2(target), atol=1e-3)]
-        if chosen.empty:
-            available = ", ".join(f"{v:g}" for v in sorted(_log2_key(rows[lr_col]).unique()))
-            raise ConfigError(f"no runs at lr={target:g} ({lr_col}) in {_panel_title(value) or 'the sweep'}; "
-                              f"available: {available}")
-        if "seed" in chosen:
-            chosen = chosen[chosen["seed"] == chosen["seed"].min()]
-        if warmups is not None:
-            chosen = chosen[chosen["warmup"].isin(list(warmups))]
+        chosen = _trajectory_runs(rows, lr_col, target, warmups, value)
         loss_column = _trajectory_loss_column(chosen, loss) if first_column is None else first_column
         with_momentum = not adaptive and _momentum_threshold(chosen) != 2.0
         kept: dict[Any, list[tuple[bool, pd.Series]]] = {ax: [] for ax in row_axes}
         for warmup, run in sorted(chosen.groupby("warmup"), key=lambda kv: kv[0]):
-            run = _until_last_finite(run.sort_values("step"), loss_column)
-            c = colour.get(warmup, "k")
-            label = f"$T_{{\\mathrm{{wrm}}}}={warmup_tick_labels([warmup])[0].strip('$')}$"
-            drawn = run[["step", loss_column]].dropna()  # test_acc exists at evaluation steps only
-            ax_loss.plot(drawn["step"], drawn[loss_column], color=c, lw=1.3, label=label, gid=f"loss:{warmup}")
-            diverged = bool((run["outcome"] == "diverged").any())
-            kept[ax_loss].append((diverged, run[loss_column]))
-            for q, ax in sharp_axes.items():
-                ax.plot(run["step"], run[q], color=c, lw=1.3, label=label, gid=f"{q}:{warmup}")
-                if adaptive and q == "sharpness":  # (2+2 b1)/eta_t, Sec. 4.3
-                    threshold = _adam_sharpness_threshold(run)
-                    ax.plot(run["step"], threshold, color=c, lw=1.0, ls="--", gid=f"sharpness_threshold:{warmup}")
-                else:  # the optimizer's own threshold, for the quantity it bounds
-                    threshold = run["threshold"]
-                    ax.plot(run["step"], threshold, color=c, lw=1.0, ls="--", gid=f"threshold:{warmup}")
-                    if with_momentum:  # Figs. 9/10: "dashed lines show the 2/eta_t for reference"
-                        ax.plot(run["step"], 2.0 / run["lr"].astype(float), color=c, lw=0.8, ls=":",
-                                gid=f"reference:{warmup}")
-                kept[ax].append((diverged, run[q]))
-                kept[ax].append((diverged, threshold))
-            if diverged:
-                last = run[np.isfinite(run[loss_column].astype(float))].tail(1)
-                ax_loss.plot(last["step"], last[loss_column], marker="x", color=c, ms=7, mew=2, ls="",
-                             clip_on=False, gid=f"diverged:{warmup}")
-        lr_text = lr_tick_labels([target], lr_col)[0]
-        others = {c: v for c, v in value.items() if c not in LR_COLUMNS}  # the lr is shown once, as eta_trgt
-        head = " · ".join(filter(None, [_panel_title(others), rf"$\eta_{{\mathrm{{trgt}}}}$ = {lr_text}"]))
-        loss_what = ("loss on the measurement batch" if loss_column == "probe_loss" else "training loss"
-                     if metric is None else metric_info(metric)[0])
-        ax_loss.set_title(f"{head}: {loss_what}", fontsize=10)
-        for q, ax in sharp_axes.items():
-            ax.set_title(f"{head}: {'preconditioned ' if q == 'precond_sharpness' else ''}sharpness", fontsize=10)
-        for ax in row_axes:
-            ax.set_xscale("symlog", linthresh=1)
-            ax.set_yscale("log" if ax is not ax_loss or metric is None or log_scale(metric) else "linear")
-            ax.set_xlabel("step $t$")
-        loss_unit = LOSS_UNITS.get(str(chosen["loss_fn"].iloc[0])) if "loss_fn" in chosen else None
-        ylabel = ("measurement-batch loss" if loss_column == "probe_loss"  # fixed and un-augmented
-                  else "loss, augmented update batch" if _augmented(chosen) else "training loss")
-        ax_loss.set_ylabel(ylabel + (f" ({loss_unit})" if loss_unit else "") if metric is None
-                           else metric_label(metric, chosen.rename(columns={"loss_fn": "loss"})))
-        if not sharp_axes:  # no sharpness measured: the warmups' legend goes beside the first panel
-            ax_loss.legend(fontsize=7, loc="best", framealpha=0.8)
-        for q, ax in sharp_axes.items():
-            ax.set_ylabel(r"$\lambda^{P^{-1}H}_t$" if q == "precond_sharpness" else r"$\lambda^H_t$")
-            handles, labels = ax.get_legend_handles_labels()
-            handles.append(Line2D([], [], color="0.3", ls="--", lw=1.0))
-            labels.append(_threshold_label(chosen, adaptive, q))
-            if with_momentum and q == "sharpness":
-                handles.append(Line2D([], [], color="0.3", ls=":", lw=0.8))
-                labels.append(r"reference $2/\eta_t$")
-            ax.legend(handles, labels, fontsize=7, loc="best", framealpha=0.8)
+            _draw_trajectory(run, warmup, colour.get(warmup, "k"), ax_loss, sharp_axes, loss_column, adaptive,
+                             with_momentum, kept)
+        _label_trajectory_row(value, target, lr_col, chosen, ax_loss, sharp_axes, row_axes, loss_column, metric,
+                              adaptive, with_momentum)
         for ax, curves in kept.items():
             _clip_diverged(ax, curves)
     context = _context_title(traces_df, facet_cols)

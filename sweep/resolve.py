@@ -14,7 +14,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from sweep import store
-from sweep.engine import CohortTrainer
+from sweep import engine
 from sweep.eta_c import start_at_eta_c
 from sweep.identity import in_lambda0_units, lambda0_key
 from sweep.plan import CohortPlan, plan_cohort
@@ -34,10 +34,10 @@ def resolve_plan(workload: Workload, cfgs: Sequence[Any], sweep: Optional[Path])
         lr, lr_init = lr / lambda0, lr_init / lambda0
     plan = plan_cohort(cfgs, lrs=lr, lr_inits=lr_init, lambda0=lambda0)
     if str(cfgs[0].lr_init_mode) == "eta_c":
-        trainer = CohortTrainer(workload, plan)
-        members = trainer.init_members()
-        lr_init, warmups, fields = start_at_eta_c(workload, members.params, plan.hyper, trainer.update_spec(),
-                                                  cfgs, lr, lambda0)
+        ctx = engine.cohort_context(workload, plan)
+        members, consts = engine.initialize(ctx, plan)
+        lr_init, warmups, fields = start_at_eta_c(workload, members.params, plan.hyper,
+                                                  engine.update_spec(ctx, consts), cfgs, lr, lambda0)
         plan = plan_cohort(cfgs, lrs=lr, lr_inits=lr_init, warmups=warmups, lambda0=lambda0, member_fields=fields)
     return plan
 
@@ -55,7 +55,7 @@ def initial_sharpness(workload: Workload, cfgs: Sequence[Any], sweep: Optional[P
         for i in missing:
             reps.setdefault(lambda0_key(cfgs[i]), i)
         plan = plan_cohort([cfgs[i] for i in reps.values()], lrs=[1.0] * len(reps), lr_inits=[0.0] * len(reps))
-        computed = interruptible(CohortTrainer(workload, plan).initial_sharpness)  # SIGTERM acts at once
+        computed = interruptible(engine.measure_lambda0, workload, plan)  # SIGTERM acts at once
         for key, lam in zip(reps, computed):
             if cache_dir:
                 store.atomic_write_json(cache_dir / f"{key}.json", {"lambda0": float(lam), "key": key})

@@ -32,7 +32,7 @@ def _traces(res):
 def test_sp_and_mup_share_one_program(compose_cfg, opt):
     sp = _cohort(compose_cfg, "param=sp", *opt)
     mup = _cohort(compose_cfg, "param=mup", *opt)
-    assert sp.program_key == mup.program_key
+    assert sp.ctx.program_key == mup.ctx.program_key
     sp.run()
     traced = engine.PROGRAM_TRACES["chunk"]
     shared = mup.run()

@@ -19,7 +19,7 @@ from sweep.workload import build_workload
 from data_fixtures import data_dir  # noqa: F401  (fixture: private data dir, network off)
 
 TINY = ["data=synthetic", "model.width=8", "model.depth=2", "probe.batch_size=16"]
-ENGINE_KEY = 20240917  # the fixed key the engine hands every metric (sweep/engine.py _metric_values)
+ENGINE_KEY = 20240917  # the fixed key the engine hands every metric (sweep/member_probe.py METRIC_KEY)
 
 
 class Tiny:

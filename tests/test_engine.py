@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sweep.engine import CohortTrainer, plan_cohort, probe_mask
+from sweep.engine import CohortTrainer, first_same_init, plan_cohort, probe_mask
 from sweep.grid import Cohort, RunSpec
 from sweep.identity import run_id
 from sweep.runner import dataset_for, run_cohort
@@ -172,7 +172,7 @@ def test_step0_probe_computed_once_per_initialization(compose_cfg):
     cfgs = [compose_cfg(*SMALL, "lr=0.05"), compose_cfg(*SMALL, "lr=0.2", "warmup=8"),
             compose_cfg(*SMALL, "lr=0.05", "seed=1")]
     trainer = CohortTrainer(build_workload(cfgs[0], dataset_for(cfgs[0])), plan_cohort(cfgs), chunk=8)
-    assert trainer._first_same_init().tolist() == [0, 0, 2]
+    assert first_same_init(trainer.plan).tolist() == [0, 0, 2]
     res = trainer.run()
     cols = ["probe_loss", "probe_acc", "grad_norm", "sharpness", "hvps", "test_loss", "test_acc"]
     row = [t[cols].iloc[0].to_numpy(float) for t in res.traces]

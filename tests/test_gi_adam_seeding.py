@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sweep import optim
+from sweep import member_probe, member_step, optim
 from sweep.engine import CohortTrainer, plan_cohort
 from sweep.runner import dataset_for
 from sweep.workload import build_workload
@@ -39,14 +39,14 @@ def test_separate_seed_is_a_batch_gradient_and_enters_step_zero(compose_cfg):
     m = jax.tree.map(lambda a: a[0], tr.init_members())
     h = jax.tree.map(lambda a: a[0], tr.plan.hyper)
     nu0 = optim.adam_state(m.opt_state).nu
-    xb, yb = tr._gi_seed_batch()
+    xb, yb = member_step.gi_seed_batch(tr.ctx)
     assert xb.shape[0] == 32
     g_b0 = jax.grad(lambda q: tr.w.loss_and_accuracy(q, xb, yb)[0])(m.params)
     for n, g in zip(jax.tree.leaves(nu0), jax.tree.leaves(g_b0)):
         np.testing.assert_allclose(n, np.square(g), rtol=1e-4, atol=1e-10)
     d = tr.w.data
     g_probe = jax.grad(lambda q: tr.w.loss_and_accuracy(q, d.x_probe, d.y_probe)[0])(m.params)
-    first = tr._first_update_nu(m, h, d)
+    first = member_probe.first_update_nu(tr.ctx, m, h, d)
     b2 = float(h.b2)
     for f, n, g in zip(jax.tree.leaves(first), jax.tree.leaves(nu0), jax.tree.leaves(g_probe)):
         np.testing.assert_allclose(f, b2 * np.asarray(n) + (1 - b2) * np.square(g), rtol=1e-4, atol=1e-10)

@@ -48,17 +48,17 @@ def test_grid_limits():
 
 
 def test_lambda0_computed_once_per_group(tmp_path, monkeypatch):
-    from sweep.engine import CohortTrainer
+    from sweep import engine
     from sweep.runner import run_cohort
 
     calls = []
-    original = CohortTrainer.initial_sharpness
+    original = engine.measure_lambda0
 
-    def spy(self):
-        calls.append(self.plan.size)
-        return original(self)
+    def spy(workload, plan):
+        calls.append(plan.size)
+        return original(workload, plan)
 
-    monkeypatch.setattr(CohortTrainer, "initial_sharpness", spy)
+    monkeypatch.setattr(engine, "measure_lambda0", spy)
     runs = expand(TINY + ["lr_unit=sharpness", "lr=0.5,1.0", "warmup=1,2", "cohort.max_size=2"])
     cohorts = make_cohorts(runs)
     assert len(cohorts) == 2

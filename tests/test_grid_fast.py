@@ -80,7 +80,7 @@ def test_any_sbatch_option_can_be_set_from_the_command_line():
     """cluster.additional_parameters is the user's own block (any sbatch option): a key the preset
     lacks is added, with or without `+`, one it has is replaced; the run id does not change (cluster
     is where a run executes). Before, both spellings failed with "Key 'constraint' is not in struct"."""
-    from sweep.dispatch.executors import slurm_parameters
+    from sweep.dispatch.backends import slurm_parameters
 
     plain = expand(["cluster=slurm_a100", "steps=3"])
     for spelling in ("cluster.additional_parameters.exclude=node1", "+cluster.additional_parameters.exclude=node1"):

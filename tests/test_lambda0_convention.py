@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from sweep.config import ConfigError
-from sweep.engine import CohortTrainer, plan_cohort
+from sweep import member_probe
+from sweep.engine import CohortTrainer, lambda0_batches, plan_cohort
 from sweep.identity import lambda0_key, run_id
 from sweep.runner import dataset_for
 from sweep.workload import build_workload
@@ -24,13 +25,13 @@ def _trainer(compose_cfg, *extra):
 
 def _dense_top(tr, x, y) -> float:
     m = jax.tree.map(lambda a: a[0], tr.init_members())
-    loss_of_flat, flat = tr._flat_loss(m.params, x, y)
+    loss_of_flat, flat = member_probe.flat_loss(tr.ctx, m.params, x, y)
     return float(np.linalg.eigvalsh(np.asarray(jax.hessian(loss_of_flat)(flat), np.float64))[-1])
 
 
 def test_lambda0_is_the_mean_over_training_batches_when_asked(compose_cfg):
     _, tr = _trainer(compose_cfg, "probe.lambda0_batches=3")
-    batches = tr._lambda0_batches()
+    batches = lambda0_batches(tr.ctx)
     assert len(batches) == 3 and all(x.shape[0] == 16 for x, _ in batches)
     train = np.asarray(tr.w.data.x_train).reshape(96, -1)
     rows = [{int(np.flatnonzero((train == r).all(axis=1))[0]) for r in np.asarray(x).reshape(16, -1)}
@@ -46,7 +47,7 @@ def test_lambda0_is_the_mean_over_training_batches_when_asked(compose_cfg):
 
 def test_full_batch_lambda0_uses_the_whole_training_set_once(compose_cfg):
     _, tr = _trainer(compose_cfg, "probe.lambda0_batches=10", "batch_size=0")
-    (x, _), = tr._lambda0_batches()
+    (x, _), = lambda0_batches(tr.ctx)
     assert x.shape[0] == 96
 
 

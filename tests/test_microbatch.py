@@ -63,9 +63,9 @@ def test_engine_probes_over_microbatches_equal_whole_batch(compose_cfg):
 
     whole_tr, whole = run(0)
     tr, mb = run(4096)
-    assert whole_tr.probe_microbatch == 64
-    assert 1 <= tr.probe_microbatch < 64 and 64 % tr.probe_microbatch == 0
-    assert tr._eval_batch(tr.w.data.x_test) < whole_tr._eval_batch(whole_tr.w.data.x_test)
+    assert whole_tr.ctx.probe_microbatch == 64
+    assert 1 <= tr.ctx.probe_microbatch < 64 and 64 % tr.ctx.probe_microbatch == 0
+    assert tr.ctx.eval_batch(tr.w.data.x_test) < whole_tr.ctx.eval_batch(whole_tr.w.data.x_test)
     for a, b in zip(whole.traces, mb.traces):
         for col in ("probe_loss", "probe_acc", "grad_norm", "sharpness", "test_loss", "test_acc", "train_loss"):
             np.testing.assert_allclose(b[col].to_numpy(), a[col].to_numpy(), rtol=2e-4, atol=1e-6, err_msg=col)
@@ -97,7 +97,7 @@ def test_adam_preconditioner_and_lambda0_over_microbatches_equal_whole_batch(com
         return value, prog.memory_analysis().temp_size_in_bytes
 
     whole_tr, tr = trainer(0), trainer(4096)
-    assert tr.probe_microbatch < 64
+    assert tr.ctx.probe_microbatch < 64
     (lam_whole, bytes_whole), (lam_mb, bytes_mb) = lambda0_temp_bytes(whole_tr), lambda0_temp_bytes(tr)
     np.testing.assert_allclose(lam_mb, lam_whole, rtol=1e-4)
     assert bytes_mb < bytes_whole  # the micro-batched program keeps less (equal before the fix)
@@ -123,7 +123,7 @@ def test_memory_budget_is_an_execution_setting_with_whole_batch_values(compose_c
         return CohortTrainer(build_workload(cfg, dataset_for(cfg)), plan_cohort([cfg]), chunk=3)
 
     whole_tr, tr = trainer(whole_cfg), trainer(mb_cfg)
-    assert whole_tr.probe_microbatch == 64 and 1 <= tr.probe_microbatch < 64
+    assert whole_tr.ctx.probe_microbatch == 64 and 1 <= tr.ctx.probe_microbatch < 64
     np.testing.assert_allclose(tr.initial_sharpness(), whole_tr.initial_sharpness(), rtol=1e-4)
     whole, mb = whole_tr.run(), tr.run()
     for a, b in zip(whole.traces, mb.traces):

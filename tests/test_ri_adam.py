@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from sweep import optim
+from sweep import member_step, optim
 from sweep.engine import CohortTrainer, plan_cohort
 from sweep.runner import dataset_for
 from sweep.workload import build_workload
@@ -37,11 +37,11 @@ def test_random_second_moment_has_the_norm_of_the_squared_gradient():
 def test_engine_seeds_v0_and_its_first_update_is_optax_adam_from_that_state(compose_cfg):
     cfg = compose_cfg(*TINY)
     tr = CohortTrainer(build_workload(cfg, dataset_for(cfg)), plan_cohort([cfg]))
-    assert tr.update_rule == "adam" and tr.adaptive
+    assert tr.ctx.update_rule.name == "adam" and tr.ctx.optimizer.adaptive
     m = jax.tree.map(lambda a: a[0], tr.init_members())
     h = jax.tree.map(lambda a: a[0], tr.plan.hyper)
     nu0 = optim.adam_state(m.opt_state).nu
-    xb, yb = tr._gi_seed_batch()
+    xb, yb = member_step.gi_seed_batch(tr.ctx)
     g0 = jax.grad(lambda q: tr.w.loss_and_accuracy(q, xb, yb)[0])(m.params)
     np.testing.assert_allclose(_norm(nu0), _norm(jax.tree.map(jnp.square, g0)), rtol=1e-5)
     for n, g in zip(jax.tree.leaves(nu0), jax.tree.leaves(g0)):

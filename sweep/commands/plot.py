@@ -16,16 +16,12 @@ from pathlib import Path
 
 # pandas, matplotlib and the plotting module are imported when a figure is drawn, not to build `--help`.
 
-KINDS = ("heatmap", "trajectories", "treach", "scatter")
-# The supporting papers' figures (sweep/plot_diagnostics.py). With --kind all, grad_cov and noise_kernel
-# are drawn when their probe columns were recorded; warmup_push and batch_sharpness need a sweep built
-# for them (several warmups at one lr / several batch sizes) and are drawn only when asked for.
-DIAGNOSTIC_KINDS = ("warmup_push", "batch_sharpness", "grad_cov", "noise_kernel")
+from sweep.plot_kinds import PLOT_KINDS, requested  # the registered kinds (sweep/plot_kinds.py)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("sweep_dir", help="the sweep folder, results/<sweep_name>")
-    parser.add_argument("--kind", default="all", choices=(*KINDS, *DIAGNOSTIC_KINDS, "all"),
+    parser.add_argument("--kind", default="all", choices=(*PLOT_KINDS, "all"),
                         help="which figure(s); 'all' draws every kind the data supports")
     parser.add_argument("--metric", default=None,
                         help="heatmap colour: best_test_acc (default when measured), final_test_loss, "
@@ -172,13 +168,6 @@ def _meta(items: list[str]) -> dict[str, str]:
     return out
 
 
-def _default_metric(summary) -> str:
-    for metric in ("best_test_acc", "final_test_loss", "final_train_loss"):
-        if metric in summary and summary[metric].notna().any():
-            return metric
-    return "best_test_acc"
-
-
 def _save(fig, out_dir: Path, name: str, formats: list[str], sidecar: dict, dpi: float = 150) -> list[Path]:
     import matplotlib.pyplot as plt
 
@@ -194,60 +183,6 @@ def _save(fig, out_dir: Path, name: str, formats: list[str], sidecar: dict, dpi:
     store.atomic_write_json(meta, {**sidecar, "figure": name, "files": [p.name for p in written]})
     plt.close(fig)
     return written + [meta]
-
-
-def _figures(args: argparse.Namespace, summary, traces) -> list[tuple[str, object]]:
-    """(name, builder) for every requested kind; with 'all', kinds the data cannot support are skipped."""
-    from sweep import plot
-
-    wanted = KINDS if args.kind == "all" else (args.kind,)
-    metric = args.metric or _default_metric(summary)
-    has_traces = len(traces) > 0
-    has_treach = "t_reach" in summary and summary["t_reach"].notna().any()
-    has_lambda0 = "lambda0" in summary and summary["lambda0"].notna().any()
-    out = []
-    if "heatmap" in wanted:
-        out.append((f"heatmap_{metric}", lambda: plot.heatmap(
-            summary, metric=metric, facet=args.facet, lr_units=args.lr_units, annotate=args.annotate,
-            shared_scale=not args.own_scale)))
-    if "trajectories" in wanted and (has_traces or args.kind != "all"):
-        name = "trajectories" + ("" if args.lr is None else f"_lr{args.lr:g}")
-        first = args.metric if args.kind == "trajectories" else None  # e.g. test_acc (Figure 31)
-        out.append((name, lambda: plot.trajectories(traces, lr=args.lr, lr_units=args.lr_units, facet=args.facet,
-                                                    loss=args.loss, metric=first)))
-    if "treach" in wanted and (has_treach or args.kind != "all"):
-        out.append(("treach_tsave", lambda: plot.treach_tsave(
-            summary, facet=args.facet, lr_units=args.lr_units, annotate=True)))
-    if "scatter" in wanted and (has_lambda0 or args.kind != "all"):
-        name = "sharpness_scatter" + ("" if args.step is None else f"_step{args.step}")
-        out.append((name, lambda: plot.sharpness_scatter(summary, traces, step=args.step, facet=args.facet)))
-    out += _diagnostic_figures(args, traces)
-    return out
-
-
-def _has(traces, *cols: str) -> bool:
-    return any(c in traces and traces[c].notna().any() for c in cols)
-
-
-def _diagnostic_figures(args: argparse.Namespace, traces) -> list[tuple[str, object]]:
-    """(name, builder) of the supporting papers' figures that were asked for (or, with 'all', that the
-    recorded probe columns support)."""
-    from sweep import plot_diagnostics as diag
-
-    kind = args.kind
-    out = []
-    if kind == "warmup_push":
-        name = "warmup_push" + ("" if args.lr is None else f"_lr{args.lr:g}")
-        out.append((name, lambda: diag.warmup_push(traces, lr=args.lr, lr_units=args.lr_units, facet=args.facet)))
-    if kind == "batch_sharpness":
-        out.append(("batch_sharpness", lambda: diag.batch_sharpness(traces, facet=args.facet)))
-    if kind == "grad_cov" or (kind == "all" and _has(traces, "grad_cov_top", "grad_cov_trace")):
-        metrics = [m.strip() for m in args.metric.split(",")] if kind == "grad_cov" and args.metric else None
-        out.append(("grad_cov", lambda: diag.grad_cov(traces, metrics=metrics, facet=args.facet)))
-    if kind == "noise_kernel" or (kind == "all" and _has(traces, "ntk_trace", *diag.NOISE_KERNEL_COLUMNS)):
-        out.append(("noise_kernel", lambda: diag.noise_kernel(traces, batch_size=getattr(args, "batch_size", None),
-                                                               facet=args.facet)))
-    return out
 
 
 def command(args: argparse.Namespace) -> int:
@@ -284,7 +219,7 @@ def command(args: argparse.Namespace) -> int:
     out_dir = sweep_dir / "figures"
     from sweep.config import ConfigError
 
-    refused, figures = [], _figures(args, summary, traces)
+    refused, figures = [], requested(args, summary, traces)
     for name, build in figures:
         with style_context(args):
             try:

@@ -23,6 +23,7 @@ def command(args: argparse.Namespace) -> int:
     done = handle(args, "submit")  # hydra.* overrides mapped or refused; --cfg prints configs
     if done is not None:
         return done
+    from sweep.dispatch import backends
     from sweep.dispatch.submit import submit
 
     sub = submit(args.overrides, dry_run=args.dry_run)
@@ -36,7 +37,7 @@ def command(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(f"{head}; would submit {what} (cluster.executor={sub.executor})")
         return 0
-    if sub.executor == "local":
+    if backends.get(sub.executor).in_process:
         print(f"{head}; ran {what} in this process -> {sub.sweep}")
         errors = sum(r.get("error", 0) for r in sub.task_results)
     else:

@@ -2,7 +2,8 @@
 
   manifest.py  what a submission contains (array index -> cohorts -> run configs), on disk
   task.py      the function a task runs on a node (checkpointable: preemption -> requeue -> resume)
-  executors.py local, submitit_local and slurm executors built from the `cluster` config group
+  backends.py  one object per cluster.executor (local, submitit_local, slurm): executor, reachability,
+               job states, this process's job
   jobs.py      SLURM reachability and job states (sacct), one line per problem
   submit.py    grid -> pending runs -> tasks -> manifest -> job array, returning at once
   status.py    records + job states -> counts by state

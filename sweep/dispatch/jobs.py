@@ -143,12 +143,3 @@ def _proc_state(pid: str) -> str:
             return next((ln for ln in f if ln.startswith("State:")), "").lower()
     except OSError:
         return ""
-
-
-def job_states(executor: str, job_ids: Iterable[str]) -> Optional[dict[str, str]]:
-    """States of a submission's jobs, or None for in-process submissions (nothing to ask)."""
-    if executor == "slurm":
-        return slurm_states(job_ids)
-    if executor == "submitit_local":
-        return local_states(job_ids)
-    return None

@@ -16,8 +16,7 @@ import pandas as pd
 
 from sweep import store
 from sweep.config import ConfigError
-from sweep.identity import in_lambda0_units
-from sweep.dispatch import jobs
+from sweep.dispatch import backends
 from sweep.dispatch import manifest as mf
 
 STATES = ("converged", "diverged", "failed", "error", "pending", "running", "preempted", "timeout",
@@ -94,7 +93,7 @@ def sweep_status(sweep: str | Path) -> SweepStatus:
             wanted.setdefault(data["cluster"].get("executor", "slurm"), set()).add(entry["job_id"])
     for executor, ids in wanted.items():
         try:
-            job_states.update(jobs.job_states(executor, ids) or {})
+            job_states.update(backends.get(executor).job_states(ids) or {})
         except Exception as exc:  # noqa: BLE001 - shown, not fatal: records still count
             job_error = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
     from sweep.claims import live_progress
@@ -220,12 +219,14 @@ def progress_lines(status: SweepStatus) -> list[str]:
     """One line per live cohort: who trains it, the step reached, an ETA and its log."""
     import time
 
+    from sweep.claims import describe_owner
+
     lines = []
     for p in status.progress:
         step, total = int(p.get("step", 0)), max(1, int(p.get("total", 1)))
         elapsed = float(p.get("updated", 0)) - float(p.get("started", 0))
         eta = f", ETA {_duration(elapsed / step * (total - step))}" if 0 < step < total else ""
-        who = f"{p.get('host', '?')} pid {p.get('pid', '?')}" + (f", SLURM job {p['job']}" if p.get("job") else "")
+        who = describe_owner(p)
         age = time.time() - float(p.get("updated", 0))
         line = (f"  running: {_plural(len(p['runs']), 'run')} on {who}: step {step}/{total} "
                 f"({100 * step // total}%){eta}, reported {_duration(age)} ago")
@@ -273,8 +274,6 @@ def summary_frame(status: SweepStatus) -> pd.DataFrame:
             row = summary_row(rec)
         except (KeyError, TypeError, AttributeError):
             continue
-        if row.get("lr_over_lambda0") is None and in_lambda0_units(row.get("lr_unit")):
-            row["lr_over_lambda0"] = rec["config"].get("lr")  # configured in units of 1/lambda0
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -11,14 +11,13 @@ import io
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from omegaconf import OmegaConf
 
 from sweep import store
-from sweep.dispatch import jobs
+from sweep.dispatch import backends, jobs
 from sweep.dispatch import manifest as mf
-from sweep.dispatch.executors import make_executor
 from sweep.dispatch.task import SweepTask
 from sweep.grid import RunSpec, expand, make_cohorts, until_divergence
 
@@ -46,12 +45,9 @@ def active_runs(sweep: Path) -> set[str]:
             data = mf.read(path)
         except (OSError, ValueError):
             continue
-        executor = data["cluster"].get("executor")
         ids = [t.get("job_id") for t in data["tasks"] if t.get("job_id")]
-        if not ids or executor == "local":
-            continue
         try:
-            states = jobs.job_states(executor, ids) or {}
+            states = (backends.get(data["cluster"].get("executor", "slurm")).job_states(ids) or {}) if ids else {}
         except Exception:  # noqa: BLE001 - unknown states: assume nothing is running
             states = {}
         for task in data["tasks"]:
@@ -60,10 +56,11 @@ def active_runs(sweep: Path) -> set[str]:
     return busy
 
 
-def plan(runs: Sequence[RunSpec], sweep: Path, force: bool, executor: str) -> tuple[list[RunSpec], int, int]:
-    """(runs to submit, already finished, busy in earlier jobs)."""
+def plan(runs: Sequence[RunSpec], sweep: Path, force: bool, executor: Any) -> tuple[list[RunSpec], int, int]:
+    """(runs to submit, already finished, busy in earlier jobs). `executor`: a backend or its name."""
+    backend = backends.get(executor)
     finished = 0 if force else sum(store.is_finished(sweep, r.run_id) for r in runs)
-    busy = active_runs(sweep) if executor != "local" else set()
+    busy = active_runs(sweep) if not backend.in_process else set()
     todo = [r for r in runs if (force or not store.is_finished(sweep, r.run_id)) and r.run_id not in busy]
     return todo, finished, len([r for r in runs if r.run_id in busy])
 
@@ -79,21 +76,20 @@ def submit(overrides: Sequence[str], dry_run: bool = False) -> Submission:
     runs = expand(overrides)  # GridError on zero runs or more than cluster.max_runs
     cfg0 = runs[0].cfg
     cluster = cfg0.cluster
-    executor_kind = str(cluster.executor)
+    backend = backends.get(cluster)  # ConfigError for an unknown cluster.executor
     sweep = store.sweep_dir(cfg0.results_dir, cfg0.sweep_name).resolve()
     force = bool(cfg0.force)
     runs = with_extensions(runs, sweep)
     if not dry_run:
         store.check_writable(sweep)
-    if executor_kind == "slurm" and not dry_run:
-        jobs.check_slurm()
-    todo, finished, busy = plan(runs, sweep, force, executor_kind)
-    result = Submission(sweep, executor_kind, len(runs), finished=finished, active_elsewhere=busy)
+    if not dry_run:
+        backend.check_reachable()
+    todo, finished, busy = plan(runs, sweep, force, backend)
+    result = Submission(sweep, backend.name, len(runs), finished=finished, active_elsewhere=busy)
     if not todo:
         return result
     cohorts = make_cohorts(todo)
-    max_tasks = int(cluster.array_parallelism) if executor_kind == "submitit_local" else None
-    tasks = mf.group_tasks(cohorts, int(cluster.cohorts_per_task), max_tasks=max_tasks)
+    tasks = mf.group_tasks(cohorts, int(cluster.cohorts_per_task), max_tasks=backend.max_tasks(cluster))
     result.submitted, result.cohorts, result.tasks = len(todo), len(cohorts), len(tasks)
     if dry_run:
         return result
@@ -105,7 +101,7 @@ def submit(overrides: Sequence[str], dry_run: bool = False) -> Submission:
     mf.write(path, manifest)
     result.manifest = path
     task_fn = SweepTask(path)
-    executor = make_executor(cluster, sub_dir / "logs", job_name=f"sweep-{cfg0.sweep_name}")
+    executor = backend.executor(cluster, sub_dir / "logs", job_name=f"sweep-{cfg0.sweep_name}")
     if executor is None:  # cluster=local: the same tasks, here and now
         result.task_results = [task_fn(i) for i in range(len(tasks))]
         return result
@@ -115,9 +111,7 @@ def submit(overrides: Sequence[str], dry_run: bool = False) -> Submission:
             submitted = executor.map_array(task_fn, list(range(len(tasks))))
     except Exception as exc:  # noqa: BLE001 - sbatch's refusal, condensed to one line
         shutil.rmtree(sub_dir, ignore_errors=True)
-        if executor_kind == "slurm":
-            raise jobs.explain_submission_error(exc, cluster) from None
-        raise
+        raise backend.explain_refusal(exc, cluster) from None
     for task, job in zip(manifest["tasks"], submitted):
         task["job_id"] = str(job.job_id)
     manifest["job_id"] = str(submitted[0].job_id).split("_")[0]
