@@ -348,7 +348,7 @@ _FIGURES = (
            paper="FCN-4-512 muP & SP, CIFAR-10 (aug.), xent, full-batch Adam 0.001, 2000 steps"),
     Figure("fig15", "WRN-16-1 SGD (B=512) trajectories, MSE",
            ("fig15_mup", "fig15_sp"), _traj("param"),
-           _quick(WRN_TRAJ_QUICK, WRN_TRAJ_QUICK_TEXT, 50),
+           _quick(WRN_TRAJ_QUICK, WRN_TRAJ_QUICK_TEXT, 28),
            paper="WRN-16-1, CIFAR-10 (aug.), MSE, SGD B=512, muP 1/lambda0 & SP 32/lambda0, 2000 steps"),
     Figure("fig16", "WRN-16-1 SGD (B=512) trajectories, cross-entropy",
            ("fig16_mup", "fig16_sp"), _traj("param"),
