@@ -21,6 +21,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from sweep.config import EXECUTION_KEYS, added_keys
+from sweep.optimizers import HYPER_DEFAULTS
 
 # Scalars a cohort may vary across its members (dotted keys). Everything else is shared.
 MEMBER_KEYS = (
@@ -31,10 +32,7 @@ MEMBER_KEYS = (
     "decay_rho",
     "decay_min_factor",
     "param.init_scale",
-    "optimizer.momentum",
-    "optimizer.b1",
-    "optimizer.b2",
-    "optimizer.eps",
+    *(f"optimizer.{key}" for key in HYPER_DEFAULTS),  # every optimizer scalar (sweep/optimizers.py)
 )
 # Keys added to the schema after the id freeze -> the value that reproduces the old behaviour.
 # Add an entry with every new key that can change what a run computes; put keys that cannot
