@@ -161,7 +161,8 @@ def merge_overrides(*groups: list[str] | tuple[str, ...]) -> list[str]:
 # ----------------------------------------------------------------------------- quick reductions
 # One reduction per experiment family. The estimated minutes come from timing short runs of each family
 # on a 2-core CPU (see docs/figures.md) and are recorded per figure below; for the WRN-16-1 and
-# Transformer figures, from their full quick runs on the 2-core CPU (2026-12-05).
+# Transformer figures, from their full quick runs on the 2-core CPU (2026-12-05; fig15, fig16,
+# fig3_wrn and fig4 re-measured 2026-12-06).
 _CIFAR_QUICK = ("data.subset=5000",)  # the quick CIFAR-10 data; `data=npz data.path=F` replaces the source
 
 FCN_GD_QUICK = (  # full-batch GD on 5k CIFAR-10 (Figures 1, 9, 12)
@@ -352,7 +353,7 @@ _FIGURES = (
            paper="WRN-16-1, CIFAR-10 (aug.), MSE, SGD B=512, muP 1/lambda0 & SP 32/lambda0, 2000 steps"),
     Figure("fig16", "WRN-16-1 SGD (B=512) trajectories, cross-entropy",
            ("fig16_mup", "fig16_sp"), _traj("param"),
-           _quick(WRN_TRAJ_QUICK, WRN_TRAJ_QUICK_TEXT, 54),
+           _quick(WRN_TRAJ_QUICK, WRN_TRAJ_QUICK_TEXT, 25),
            paper="WRN-16-1, CIFAR-10 (aug.), xent, SGD B=512, muP 1/lambda0 & SP 32/lambda0, 2000 steps"),
     Figure("fig17", "LM SGD trajectories: Pre-LN sharpens from a flat start; without the last LayerNorm it starts "
            "~100x sharper and reduces sharpness",
