@@ -32,7 +32,7 @@ SCALES = ("quick", "paper")
 class PlotCall:
     """One `sweep plot SWEEP_DIR --kind KIND [options]` call."""
 
-    kind: str  # heatmap | trajectories | treach | scatter
+    kind: str  # a registered plot kind (sweep/plot_kinds.py)
     options: tuple[str, ...] = ()
 
     def argv(self, sweep_dir: str, formats: str, extra: tuple[str, ...] = ()) -> list[str]:
@@ -298,7 +298,7 @@ _FIGURES = (
     Figure("fig3_wrn", "Figure 3's (SP, MSE) panel drawn from real WideResNet runs: warmup pushes the divergence "
            "boundary to larger eta_trgt",
            ("fig3_sp",), _heat("best_test_acc", "param,loss"),
-           _quick(WRN_PHASE_REAL_QUICK, WRN_PHASE_REAL_QUICK_TEXT, 36),
+           _quick(WRN_PHASE_REAL_QUICK, WRN_PHASE_REAL_QUICK_TEXT, 10),
            paper="as Figure 3's (SP, MSE) panel: WRN-16-4, CIFAR-10 (aug.), SGD B=128, 1e5 steps"),
     Figure("fig4", "LM Adam vs GI-Adam phase diagrams (final test loss): GI-Adam pushes the failure boundary",
            ("fig4",), _heat("final_test_loss", "optimizer"),

@@ -171,3 +171,11 @@ def test_lr_units_are_decoded_once_by_the_aggregate():
     assert standard_columns({"lr_unit": "sharpness"})["lr_unit"] == "lambda0"
     for module in ("plot.py", "dispatch/status.py", "plot_diagnostics.py"):
         assert "in_lambda0_units" not in (SWEEP / module).read_text(), module
+
+
+def test_every_paper_figure_draws_registered_kinds():
+    from sweep.figures import FIGURES
+    from sweep.plot_kinds import PLOT_KINDS
+
+    kinds = {call.kind for fig in FIGURES.values() for call in fig.plots}
+    assert kinds and kinds <= set(PLOT_KINDS), kinds - set(PLOT_KINDS)
