@@ -302,7 +302,7 @@ _FIGURES = (
            paper="as Figure 3's (SP, MSE) panel: WRN-16-4, CIFAR-10 (aug.), SGD B=128, 1e5 steps"),
     Figure("fig4", "LM Adam vs GI-Adam phase diagrams (final test loss): GI-Adam pushes the failure boundary",
            ("fig4",), _heat("final_test_loss", "optimizer"),
-           _quick(LM_PHASE_QUICK, LM_PHASE_QUICK_TEXT, 34, "lr=pow2(-13.287712379549449,-3.287712379549449,2)",
+           _quick(LM_PHASE_QUICK, LM_PHASE_QUICK_TEXT, 21, "lr=pow2(-13.287712379549449,-3.287712379549449,2)",
                   note="lr 1e-4*2^x, x=0,2,..,10"),
            paper="Pre-LN LM-4-128 ctx 64, WikiText-2, B=64, cosine decay, 1e4 steps, 1e-4*2^(x/2) until failure "
                  "x T_wrm 4^0..4^6"),
@@ -391,7 +391,7 @@ _FIGURES = (
            paper="WRN-16-4 SP, Tiny-ImageNet, xent, B=128, 1e5 steps, 2^x*1e-5 until failure x T_wrm 4^0..4^6"),
     Figure("fig25", "LM Adam vs GI-Adam phase diagrams (= Figure 4, B=64; shares its runs)",
            ("fig4",), _heat("final_test_loss", "optimizer"),
-           _quick(LM_PHASE_QUICK, LM_PHASE_QUICK_TEXT, 34, "lr=pow2(-13.287712379549449,-3.287712379549449,2)",
+           _quick(LM_PHASE_QUICK, LM_PHASE_QUICK_TEXT, 21, "lr=pow2(-13.287712379549449,-3.287712379549449,2)",
                   note="lr 1e-4*2^x, x=0,2,..,10"),
            sweep="fig4", paper="as Figure 4"),
     # ------------------------------------------------------------------ Appendices G-I
