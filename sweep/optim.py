@@ -117,9 +117,3 @@ def adam_preconditioner(nu: Any, count: jax.Array, h: Hyper, lr_scale: Any = Non
     if lr_scale is not None:
         p = jax.tree.map(lambda pi, s: pi / s, p, lr_scale)
     return p
-
-
-def instability_threshold(name: Any, lr_t: jax.Array, h: Hyper) -> jax.Array:
-    """Threshold of the curvature that governs stability for this optimizer (its spec's): sgd
-    (2 + 2 beta)/lr; the Adam family (2 + 2 b1) / (lr (1 - b1)) for P^-1 H."""
-    return optimizers.get(name).threshold(lr_t, h)

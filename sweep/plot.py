@@ -552,7 +552,7 @@ def _augmented(rows: pd.DataFrame) -> bool:
 def _adam_sharpness_threshold(run: pd.DataFrame) -> pd.Series:
     """(2+2 beta_1)/eta_t, the threshold the sharpness lambda^H is compared with for Adam (Kalra &
     Barkeshli Sec. 4.3: "sharpness is significantly smaller than its instability threshold
-    (2+2 beta_1)/eta_t ~ 4000"). The trace's `threshold` is optim.instability_threshold's
+    (2+2 beta_1)/eta_t ~ 4000"). The trace's `threshold` is the optimizer spec's (sweep/optimizers.py),
     (2+2 beta_1)/(eta_t (1-beta_1)) for P^-1 H; with c = threshold x eta_t = (2+2 beta_1)/(1-beta_1),
     1 - beta_1 = 4/(c+2), so this is threshold x (1 - beta_1), read off the trace itself."""
     threshold = run["threshold"].astype(float)

@@ -5,7 +5,7 @@ import numpy as np
 import optax
 import pytest
 
-from sweep import optim
+from sweep import optim, optimizers
 
 
 def _hyper(**kw):
@@ -114,6 +114,6 @@ def test_cosine_decay_eq8():
 
 def test_thresholds():
     h = _hyper(momentum=0.9, b1=0.9)
-    assert float(optim.instability_threshold("sgd", jnp.asarray(0.1), _hyper())) == pytest.approx(20.0)
-    assert float(optim.instability_threshold("sgd", jnp.asarray(0.1), h)) == pytest.approx(38.0)
-    assert float(optim.instability_threshold("adam", jnp.asarray(0.1), h)) == pytest.approx(380.0, rel=1e-5)
+    assert float(optimizers.get("sgd").threshold(jnp.asarray(0.1), _hyper())) == pytest.approx(20.0)
+    assert float(optimizers.get("sgd").threshold(jnp.asarray(0.1), h)) == pytest.approx(38.0)
+    assert float(optimizers.get("adam").threshold(jnp.asarray(0.1), h)) == pytest.approx(380.0, rel=1e-5)
